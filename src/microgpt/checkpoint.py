@@ -1,0 +1,320 @@
+"""Checkpoints: one safetensors file, written and read with the standard library.
+
+The public safetensors layout (https://huggingface.co/docs/safetensors): an 8-byte
+little-endian header length N, N bytes of JSON, then the raw little-endian tensor bytes.
+The JSON maps each tensor name to {"dtype", "shape", "data_offsets": [begin, end]} (offsets
+into the byte buffer after the header) and holds "__metadata__", a str -> str map.
+
+What a microgpt checkpoint holds:
+  tensors   every weight under the original's names (float64), and Adam's moments
+            as "adam.m.<name>" / "adam.v.<name>" (absent in a weights-only file)
+  metadata  format ("microgpt"), format_version, preset, model/optim/train configs (JSON),
+            vocab (JSON list of characters), step (completed steps), rng_state (JSON),
+            and free-form string entries (data sha256, engine, ...) kept in `extra`
+
+Loading never executes anything (no pickle) and validates before it allocates: a
+truncated, oversized, malformed or inconsistent file raises CheckpointError with a
+one-line reason. Writing is atomic: a temporary file in the same directory is written,
+fsynced and renamed over the target, so a crash leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import ConfigError, ModelConfig, OptimConfig, TrainConfig, from_dict, to_dict
+from .init import param_shapes
+from .tensor import Tensor
+from .tokenizer import Tokenizer, TokenizerError
+
+FORMAT = "microgpt"
+FORMAT_VERSION = 1
+MAX_HEADER_BYTES = 64 * 1024 * 1024  # far above any real header; refuses absurd lengths
+ADAM_PREFIXES = ("adam.m.", "adam.v.")
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; the message says why in one line."""
+
+
+@dataclass
+class Checkpoint:
+    model: ModelConfig
+    optim: OptimConfig
+    train: TrainConfig
+    uchars: list[str]
+    params: dict[str, Tensor]
+    adam_m: dict[str, Tensor] | None = None
+    adam_v: dict[str, Tensor] | None = None
+    step: int = 0  # completed training steps
+    preset: str = "final"
+    rng_state: tuple | None = None  # random.Random.getstate() after the last completed step
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return Tokenizer(self.uchars)
+
+    def rng(self) -> random.Random:
+        """A generator in the saved state (or a fresh one seeded with the run's seed)."""
+        rng = random.Random(self.train.seed)
+        if self.rng_state is not None:
+            rng.setstate(self.rng_state)
+        return rng
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def encode(ckpt: Checkpoint) -> bytes:
+    """The checkpoint as safetensors bytes."""
+    tensors = dict(ckpt.params)
+    if ckpt.adam_m is not None and ckpt.adam_v is not None:
+        tensors.update({f"adam.m.{k}": t for k, t in ckpt.adam_m.items()})
+        tensors.update({f"adam.v.{k}": t for k, t in ckpt.adam_v.items()})
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "preset": ckpt.preset,
+        "model_config": json.dumps(to_dict(ckpt.model)),
+        "optim_config": json.dumps(to_dict(ckpt.optim)),
+        "train_config": json.dumps(to_dict(ckpt.train)),
+        "vocab": json.dumps(ckpt.uchars, ensure_ascii=False),
+        "step": str(ckpt.step),
+    }
+    if ckpt.rng_state is not None:
+        version, internal, gauss_next = ckpt.rng_state
+        metadata["rng_state"] = json.dumps([version, list(internal), gauss_next])
+    for key, value in ckpt.extra.items():
+        metadata.setdefault(key, str(value))
+
+    header: dict = {"__metadata__": metadata}
+    blobs, offset = [], 0
+    for name in sorted(tensors):
+        blob = tensors[name].to_bytes()
+        header[name] = {
+            "dtype": "F64",
+            "shape": list(tensors[name].shape),
+            "data_offsets": [offset, offset + len(blob)],
+        }
+        blobs.append(blob)
+        offset += len(blob)
+    header_bytes = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    header_bytes += b" " * (-len(header_bytes) % 8)  # align the buffer to 8 bytes
+    return struct.pack("<Q", len(header_bytes)) + header_bytes + b"".join(blobs)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, _before_rename=None) -> None:
+    """Write `data` to `path` so that a crash leaves either the old file or the new one.
+
+    `_before_rename` is a fault-injection hook for tests: called after the temporary file is
+    written and before it replaces `path`.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if _before_rename is not None:
+            _before_rename(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent or ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def save(path: str | os.PathLike, ckpt: Checkpoint) -> None:
+    write_atomic(path, encode(ckpt))
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def _fail(path, reason: str):
+    raise CheckpointError(f"{path}: {reason}")
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict, dict[str, Tensor]]:
+    """Parse and validate a safetensors file holding float64 tensors: (metadata, tensors)."""
+    p = Path(path)
+    if not p.exists():
+        _fail(path, "no such checkpoint file")
+    if p.is_dir():
+        _fail(path, "is a directory, not a checkpoint file")
+    try:
+        blob = p.read_bytes()
+    except OSError as e:
+        _fail(path, f"cannot read: {e.strerror}")
+    if len(blob) < 8:
+        _fail(path, "not a safetensors file (shorter than its 8-byte header length)")
+    (n,) = struct.unpack("<Q", blob[:8])
+    if n > MAX_HEADER_BYTES or n > len(blob) - 8:
+        _fail(path, f"header length {n} is larger than the file; it is truncated or not a checkpoint")
+    try:
+        header = json.loads(blob[8 : 8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        _fail(path, "malformed JSON header; the file is corrupt or not a checkpoint")
+    if not isinstance(header, dict):
+        _fail(path, "malformed header (not a JSON object)")
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        _fail(path, "malformed __metadata__ (must map strings to strings)")
+    buffer = memoryview(blob)[8 + n :]
+    spans, tensors = [], {}
+    for name, info in header.items():
+        if not isinstance(info, dict):
+            _fail(path, f"tensor {name!r}: malformed entry")
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype != "F64":
+            _fail(path, f"tensor {name!r} has dtype {dtype!r}; microgpt checkpoints store F64")
+        if not (isinstance(shape, list) and all(type(d) is int and 0 <= d for d in shape)):
+            _fail(path, f"tensor {name!r}: malformed shape")
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(type(o) is int for o in offsets)
+            and 0 <= offsets[0] <= offsets[1] <= len(buffer)
+        ):
+            _fail(path, f"tensor {name!r}: data offsets out of range")
+        begin, end = offsets
+        if end - begin != 8 * math.prod(shape):
+            _fail(path, f"tensor {name!r}: {end - begin} bytes do not hold shape {shape} in F64")
+        spans.append((begin, end, name))
+    spans.sort()
+    for (_, end_a, a), (begin_b, _, b) in zip(spans, spans[1:]):
+        if begin_b < end_a:
+            _fail(path, f"tensors {a!r} and {b!r} overlap")
+    for begin, end, name in spans:
+        tensors[name] = Tensor.from_bytes(tuple(header[name]["shape"]), bytes(buffer[begin:end]))
+    return metadata, tensors
+
+
+def _json_meta(path, metadata: dict, key: str):
+    if key not in metadata:
+        _fail(path, f"metadata has no {key!r}; not a microgpt checkpoint")
+    try:
+        return json.loads(metadata[key])
+    except (json.JSONDecodeError, RecursionError):
+        _fail(path, f"metadata {key!r} is not valid JSON")
+
+
+def _config(path, cls, data):
+    if not isinstance(data, dict):
+        _fail(path, f"{cls.__name__} in metadata is not a JSON object")
+    try:
+        config = from_dict(cls, data)
+        config.validate()
+    except (ConfigError, TypeError) as e:
+        _fail(path, f"invalid {cls.__name__}: {e}")
+    return config
+
+
+def _rng_state(path, data):
+    try:
+        version, internal, gauss_next = data
+        state = (version, tuple(internal), gauss_next)
+        random.Random().setstate(state)  # validates version and the Mersenne Twister state
+    except (TypeError, ValueError, OverflowError):
+        _fail(path, "rng_state in metadata is malformed")
+    if not (gauss_next is None or isinstance(gauss_next, float)):
+        _fail(path, "rng_state in metadata is malformed")
+    return state
+
+
+def load(path: str | os.PathLike) -> Checkpoint:
+    """Read and fully validate a microgpt checkpoint."""
+    metadata, tensors = read_safetensors(path)
+    if metadata.get("format") != FORMAT:
+        _fail(path, "not a microgpt checkpoint (no 'format: microgpt' in its metadata)")
+    version = metadata.get("format_version")
+    if version != str(FORMAT_VERSION):
+        _fail(
+            path,
+            f"checkpoint format version {version!r} is not supported (this microgpt reads "
+            f"version {FORMAT_VERSION}); upgrade microgpt or re-train",
+        )
+    model = _config(path, ModelConfig, _json_meta(path, metadata, "model_config"))
+    optim = _config(path, OptimConfig, _json_meta(path, metadata, "optim_config"))
+    train = _config(path, TrainConfig, _json_meta(path, metadata, "train_config"))
+    uchars = _json_meta(path, metadata, "vocab")
+    try:
+        if not isinstance(uchars, list) or not all(isinstance(c, str) for c in uchars):
+            raise TokenizerError
+        Tokenizer(uchars)
+    except TokenizerError:
+        _fail(path, "vocab in metadata is not a list of distinct characters")
+    try:
+        step = int(metadata.get("step", "0"))
+    except ValueError:
+        _fail(path, "step in metadata is not an integer")
+    if step < 0:
+        _fail(path, "step in metadata is negative")
+    rng_state = None
+    if "rng_state" in metadata:
+        rng_state = _rng_state(path, _json_meta(path, metadata, "rng_state"))
+
+    n_matrices = 3 + 6 * model.n_layer
+    if n_matrices > len(tensors):  # checked first: a hostile n_layer must not make us loop
+        _fail(path, f"config needs {n_matrices} weight matrices, the file holds {len(tensors)} tensors")
+    shapes = param_shapes(model, len(uchars) + 1)
+    groups: dict[str, dict[str, Tensor]] = {"": {}, "adam.m.": {}, "adam.v.": {}}
+    for name, t in tensors.items():
+        prefix = next((p for p in ADAM_PREFIXES if name.startswith(p)), "")
+        key = name[len(prefix) :]
+        if key not in shapes:
+            _fail(path, f"unexpected tensor {name!r} for this config")
+        if t.shape != shapes[key]:
+            _fail(path, f"tensor {name!r} has shape {list(t.shape)}, config needs {list(shapes[key])}")
+        if not all(math.isfinite(x) for x in t.data):
+            _fail(path, f"tensor {name!r} holds NaN or infinite values")
+        groups[prefix][key] = t
+    missing = [k for k in shapes if k not in groups[""]]
+    if missing:
+        _fail(path, f"missing tensor {missing[0]!r}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
+    params = {k: groups[""][k] for k in shapes}  # the original's order
+    adam_m = adam_v = None
+    if groups["adam.m."] or groups["adam.v."]:
+        for prefix in ADAM_PREFIXES:
+            absent = [k for k in shapes if k not in groups[prefix]]
+            if absent:
+                _fail(path, f"missing tensor {prefix + absent[0]!r}")
+        adam_m = {k: groups["adam.m."][k] for k in shapes}
+        adam_v = {k: groups["adam.v."][k] for k in shapes}
+    known = {"format", "format_version", "preset", "model_config", "optim_config",
+             "train_config", "vocab", "step", "rng_state"}
+    extra = {k: v for k, v in metadata.items() if k not in known}
+    return Checkpoint(
+        model=model,
+        optim=optim,
+        train=train,
+        uchars=uchars,
+        params=params,
+        adam_m=adam_m,
+        adam_v=adam_v,
+        step=step,
+        preset=metadata.get("preset", "final"),
+        rng_state=rng_state,
+        extra=extra,
+    )

@@ -1,0 +1,127 @@
+"""The engine interface: what the training loop, the sampler and the checkpoint talk to.
+
+An engine holds the model's weights and Adam moments in whatever storage suits it (scalar
+`Value`s, NumPy arrays, torch tensors) and computes one function: the original microgpt.
+Everything else (data order, schedule, logging, checkpoints, sampling) lives once, outside
+the engines, and reaches them only through this interface. Engines never import each other;
+`load_engine` imports the one the user chose, and only then.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import math
+from typing import Any, ClassVar
+
+from .config import ModelConfig, OptimConfig
+from .tensor import Tensor
+
+# name -> (module, class, what to install when the import fails)
+ENGINES: dict[str, tuple[str, str, str]] = {
+    "ref": ("microgpt.ref.model", "RefEngine", ""),
+    "numpy": ("microgpt.numpy_engine.model", "NumpyEngine", "pip install numpy"),
+    "torch": ("microgpt.torch_engine.model", "TorchEngine", "pip install 'microgpt[torch]'"),
+}
+
+
+class EngineError(Exception):
+    """An engine that cannot be used here; the message says what to do."""
+
+
+class Engine(abc.ABC):
+    """One implementation of the model, its gradients and Adam.
+
+    Token sequences are lists of ints of length n + 1 <= block_size + 1: the model reads
+    tokens[:-1] at positions 0..n-1 and is scored on predicting tokens[1:].
+    """
+
+    name: ClassVar[str]
+    dtypes: ClassVar[tuple[str, ...]] = ("float64",)
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        optim: OptimConfig,
+        vocab_size: int,
+        params: dict[str, Tensor],
+        dtype: str = "float64",
+    ):
+        if dtype not in self.dtypes:
+            raise EngineError(
+                f"the {self.name} engine supports --dtype {' or '.join(self.dtypes)}, not {dtype}"
+            )
+        self.config = config
+        self.optim = optim
+        self.vocab_size = vocab_size
+        self.dtype = dtype
+
+    # --- training ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def forward_backward(self, batch: list[list[int]]) -> float:
+        """Mean cross-entropy over every predicted token of the batch; gradients are set
+        (not accumulated) for the next `adam_step`."""
+
+    @abc.abstractmethod
+    def adam_step(self, lr: float, t: int) -> None:
+        """One Adam update with learning rate `lr`; `t` (1-based) drives the bias correction.
+        Clears the gradients, as the original does."""
+
+    # --- state: weights, gradients, Adam moments, as float64 Tensors --------------------------
+    @abc.abstractmethod
+    def parameters(self) -> dict[str, Tensor]:
+        """Every weight, keyed and ordered as the original's state_dict."""
+
+    @abc.abstractmethod
+    def gradients(self) -> dict[str, Tensor]:
+        """d loss / d weight from the last forward_backward."""
+
+    @abc.abstractmethod
+    def optimizer_state(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Adam's first and second moments (m, v), keyed as `parameters`."""
+
+    @abc.abstractmethod
+    def load_optimizer_state(self, m: dict[str, Tensor], v: dict[str, Tensor]) -> None:
+        """Restore Adam's moments saved by `optimizer_state` (resume)."""
+
+    # --- inference ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def forward(self, tokens: list[int]) -> list[list[float]]:
+        """Logits at every position of `tokens` (len <= block_size), no gradients."""
+
+    @abc.abstractmethod
+    def new_cache(self) -> Any:
+        """An empty KV cache for incremental decoding."""
+
+    @abc.abstractmethod
+    def decode(self, cache: Any, token_id: int, pos_id: int) -> list[float]:
+        """Logits for the next token after feeding `token_id` at `pos_id`; extends `cache`."""
+
+    def loss(self, batch: list[list[int]]) -> float:
+        """Mean cross-entropy over the batch's predicted tokens, without gradients.
+
+        Engines may override this with a faster path; this one works from `forward`.
+        """
+        total, count = 0.0, 0
+        for tokens in batch:
+            for logits, target in zip(self.forward(tokens[:-1]), tokens[1:]):
+                top = max(logits)
+                log_z = top + math.log(sum(math.exp(x - top) for x in logits))
+                total += log_z - logits[target]
+                count += 1
+        return total / count
+
+
+def load_engine(name: str) -> type[Engine]:
+    """The engine class called `name`, imported now (and not before)."""
+    if name not in ENGINES:
+        raise EngineError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+    module_name, class_name, install = ENGINES[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and (e.name == module_name or module_name.startswith(e.name + ".")):
+            raise EngineError(f"the {name} engine is not part of this installation") from None
+        hint = f"; install it with: {install}" if install else ""
+        raise EngineError(f"the {name} engine needs the {e.name!r} package{hint}") from None
+    return getattr(module, class_name)

@@ -1,0 +1,48 @@
+"""The character tokenizer: every unique character is a token, plus one BOS token.
+
+>>> tok = Tokenizer.from_docs(["emma", "ava"])
+>>> tok.uchars, tok.BOS, tok.vocab_size
+(['a', 'e', 'm', 'v'], 4, 5)
+>>> tok.encode("ava")
+[0, 3, 0]
+>>> tok.decode([1, 2, 2, 0])
+'emma'
+"""
+
+from __future__ import annotations
+
+
+class TokenizerError(ValueError):
+    """Text with characters the vocabulary does not hold."""
+
+
+class Tokenizer:
+    def __init__(self, uchars: list[str]):
+        if len(set(uchars)) != len(uchars) or any(len(c) != 1 for c in uchars):
+            raise TokenizerError("a vocabulary is a list of distinct single characters")
+        self.uchars = list(uchars)  # unique characters become token ids 0..n-1
+        self.BOS = len(self.uchars)  # token id of the special Beginning of Sequence token
+        self.vocab_size = len(self.uchars) + 1  # +1 is for BOS
+        self._ids = {ch: i for i, ch in enumerate(self.uchars)}
+
+    @classmethod
+    def from_docs(cls, docs: list[str]) -> Tokenizer:
+        return cls(sorted(set("".join(docs))))
+
+    def unknown(self, text: str) -> list[str]:
+        """The characters of `text` that are not in the vocabulary, in order of appearance."""
+        return list(dict.fromkeys(ch for ch in text if ch not in self._ids))
+
+    def encode(self, text: str) -> list[int]:
+        missing = self.unknown(text)
+        if missing:
+            shown = ", ".join(repr(ch) for ch in missing[:10])
+            raise TokenizerError(f"characters not in the model's vocabulary: {shown}")
+        return [self._ids[ch] for ch in text]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.uchars[i] for i in ids if i != self.BOS)
+
+    def doc_tokens(self, doc: str) -> list[int]:
+        """A training document surrounded by BOS on both sides, as the original does."""
+        return [self.BOS] + self.encode(doc) + [self.BOS]
