@@ -92,10 +92,42 @@ def split_lines(text: str) -> list[str]:
     return [line.strip() for line in text.strip().split("\n") if line.strip()]
 
 
-def load_docs(path: str | os.PathLike, rng: random.Random) -> tuple[list[str], str]:
+DOC_MODES = ("lines", "paragraphs", "text")
+
+
+def split_paragraphs(text: str) -> list[str]:
+    """Blank-line separated blocks (e.g. tinyshakespeare's speeches), inner newlines kept."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    blocks, current = [], []
+    for line in text.split("\n"):
+        if line.strip():
+            current.append(line.rstrip())
+        elif current:
+            blocks.append("\n".join(current).strip())
+            current = []
+    if current:
+        blocks.append("\n".join(current).strip())
+    return [b for b in blocks if b]
+
+
+def split_documents(text: str, mode: str = "lines") -> list[str]:
+    """The documents of a text: `lines` (the original's), `paragraphs`, or the whole `text`."""
+    if mode == "lines":
+        return split_lines(text)
+    if mode == "paragraphs":
+        return split_paragraphs(text)
+    if mode == "text":
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        return [text] if text.strip() else []
+    raise DataError(f"unknown document mode {mode!r}; choose one of {', '.join(DOC_MODES)}")
+
+
+def load_docs(
+    path: str | os.PathLike, rng: random.Random, mode: str = "lines"
+) -> tuple[list[str], str]:
     """Documents of a file, shuffled with `rng` (the run's first draw); and the file's sha256."""
     text, digest = read_text(path)
-    docs = split_lines(text)
+    docs = split_documents(text, mode)
     if not docs:
         raise DataError(f"data file {str(path)!r} holds no documents (it is empty or only whitespace)")
     rng.shuffle(docs)

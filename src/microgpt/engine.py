@@ -97,6 +97,11 @@ class Engine(abc.ABC):
     def decode(self, cache: Any, token_id: int, pos_id: int) -> list[float]:
         """Logits for the next token after feeding `token_id` at `pos_id`; extends `cache`."""
 
+    def attention(self, tokens: list[int]) -> list[list[list[list[float]]]]:
+        """Attention weights for `tokens` (len <= block_size), indexed [layer][head][t][s]:
+        how much position t attends to position s <= t (each row sums to 1)."""
+        raise NotImplementedError(f"the {self.name} engine does not expose attention weights")
+
     def loss(self, batch: list[list[int]]) -> float:
         """Mean cross-entropy over the batch's predicted tokens, without gradients.
 

@@ -1,0 +1,42 @@
+# Two commands for a newcomer: `make run` and `make test`. Both create/update .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Offline machines with a local copy of the names dataset (like ours) use it; elsewhere the
+# CLI downloads it once, checks its sha256 and caches it.
+NAMES  := $(firstword $(wildcard ../shared/data/names.txt))
+RUN_DATA := $(if $(NAMES),--data $(NAMES))
+
+.PHONY: run test test-fast lint format bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Train the default model (the original microgpt run) and print 20 samples.
+run: $(STAMP)
+	$(BIN)/microgpt train $(RUN_DATA) --out runs/names --force
+
+# The whole suite, slow end-to-end reproductions included; ruff first.
+test: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/python -m pytest -q
+
+# The quick loop while developing: skips the tests marked slow.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache src/*.egg-info
