@@ -51,7 +51,8 @@ def reference_losses(preset: str) -> list[float]:
     path = REFERENCE / f"microgpt_{preset}_seed42.txt"
     if not path.is_file():
         pytest.skip(f"reference output {path} not found")
-    return [float(line.split("exact ")[1]) for line in path.read_text().splitlines() if "exact" in line]
+    lines = path.read_text().splitlines()
+    return [float(line.split("exact ")[1]) for line in lines if "exact" in line]
 
 
 @pytest.fixture

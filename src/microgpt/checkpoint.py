@@ -169,7 +169,7 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict, dict[str, Tensor]]:
         _fail(path, "not a safetensors file (shorter than its 8-byte header length)")
     (n,) = struct.unpack("<Q", blob[:8])
     if n > MAX_HEADER_BYTES or n > len(blob) - 8:
-        _fail(path, f"header length {n} is larger than the file; it is truncated or not a checkpoint")
+        _fail(path, f"header length {n} is larger than the file; truncated or not a checkpoint")
     try:
         header = json.loads(blob[8 : 8 + n].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
@@ -277,7 +277,7 @@ def load(path: str | os.PathLike) -> Checkpoint:
 
     n_matrices = 3 + 6 * model.n_layer
     if n_matrices > len(tensors):  # checked first: a hostile n_layer must not make us loop
-        _fail(path, f"config needs {n_matrices} weight matrices, the file holds {len(tensors)} tensors")
+        _fail(path, f"config needs {n_matrices} matrices, the file holds {len(tensors)} tensors")
     shapes = param_shapes(model, len(uchars) + 1)
     groups: dict[str, dict[str, Tensor]] = {"": {}, "adam.m.": {}, "adam.v.": {}}
     for name, t in tensors.items():
@@ -286,13 +286,15 @@ def load(path: str | os.PathLike) -> Checkpoint:
         if key not in shapes:
             _fail(path, f"unexpected tensor {name!r} for this config")
         if t.shape != shapes[key]:
-            _fail(path, f"tensor {name!r} has shape {list(t.shape)}, config needs {list(shapes[key])}")
+            want = list(shapes[key])
+            _fail(path, f"tensor {name!r} has shape {list(t.shape)}, config needs {want}")
         if not all(math.isfinite(x) for x in t.data):
             _fail(path, f"tensor {name!r} holds NaN or infinite values")
         groups[prefix][key] = t
     missing = [k for k in shapes if k not in groups[""]]
     if missing:
-        _fail(path, f"missing tensor {missing[0]!r}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
+        more = f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""
+        _fail(path, f"missing tensor {missing[0]!r}{more}")
     params = {k: groups[""][k] for k in shapes}  # the original's order
     adam_m = adam_v = None
     if groups["adam.m."] or groups["adam.v."]:

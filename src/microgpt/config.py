@@ -63,7 +63,8 @@ class OptimConfig:
 
     def validate(self) -> None:
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ConfigError(f"learning rate must be a finite number > 0, got {self.learning_rate!r}")
+            lr = self.learning_rate
+            raise ConfigError(f"learning rate must be a finite number > 0, got {lr!r}")
         for name in ("beta1", "beta2"):
             value = getattr(self, name)
             if not (0 <= value < 1):

@@ -129,6 +129,6 @@ def load_docs(
     text, digest = read_text(path)
     docs = split_documents(text, mode)
     if not docs:
-        raise DataError(f"data file {str(path)!r} holds no documents (it is empty or only whitespace)")
+        raise DataError(f"data file {str(path)!r} holds no documents (empty or only whitespace)")
     rng.shuffle(docs)
     return docs, digest

@@ -13,7 +13,7 @@ import math
 
 
 class Value:
-    __slots__ = ("data", "grad", "_children", "_local_grads")  # Python optimization for memory usage
+    __slots__ = ("data", "grad", "_children", "_local_grads")  # Python optimization for memory
 
     def __init__(self, data, children=(), local_grads=()):
         self.data = data  # scalar value of this node calculated during forward pass

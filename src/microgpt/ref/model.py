@@ -151,10 +151,11 @@ class RefEngine(Engine):
 
     # --- state ------------------------------------------------------------------------------
     def _tensors(self, get) -> dict[str, Tensor]:
-        return {
-            name: Tensor((len(mat), len(mat[0])), array("d", (float(get(p)) for row in mat for p in row)))
-            for name, mat in self.state_dict.items()
-        }
+        out = {}
+        for name, mat in self.state_dict.items():
+            flat = array("d", (float(get(p)) for row in mat for p in row))
+            out[name] = Tensor((len(mat), len(mat[0])), flat)
+        return out
 
     def parameters(self):
         return self._tensors(lambda p: p.data)
