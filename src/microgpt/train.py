@@ -143,8 +143,22 @@ class Trainer:
         return StepResult(step=step + 1, loss=loss, lr=lr_t)
 
     def checkpoint(self) -> ckpt_io.Checkpoint:
-        """Everything needed to sample from, or continue, this run."""
+        """Everything needed to sample from, or continue, this run.
+
+        Raises TrainingError when a weight or an Adam moment is NaN or infinite (a diverged
+        run whose loss has not shown it yet): such a checkpoint could not be loaded anyway,
+        and refusing it keeps the last good one on disk.
+        """
         m, v = self.engine.optimizer_state()
+        params = self.engine.parameters()
+        for kind, tensors in (("weight", params), ("Adam moment", m), ("Adam moment", v)):
+            for name, t in tensors.items():
+                if not all(map(math.isfinite, t.data)):
+                    raise TrainingError(
+                        f"the {kind} {name} became NaN or infinite by step {self.step_count}; "
+                        f"training diverged. Try a lower --learning-rate (this run: "
+                        f"{self.optim.learning_rate:g}) or a smaller model"
+                    )
         extra = {**self.extra, "engine": self.engine.name}
         if self.best_val_loss is not None:
             extra["best_val_loss"] = repr(self.best_val_loss)
@@ -153,7 +167,7 @@ class Trainer:
             optim=self.optim,
             train=self.train,
             uchars=self.tokenizer.uchars,
-            params=self.engine.parameters(),
+            params=params,
             adam_m=m,
             adam_v=v,
             step=self.step_count,
@@ -211,7 +225,7 @@ def resume_trainer(
             "the checkpoint holds no optimizer state (a weights-only file); it cannot be resumed"
         )
     tokenizer = ckpt.tokenizer
-    unknown = tokenizer.unknown("".join(docs) + "".join(val_docs or []))
+    unknown = sorted(tokenizer.unknown("".join(docs) + "".join(val_docs or [])))
     if unknown:
         shown = ", ".join(repr(ch) for ch in unknown[:10])
         more = f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""
