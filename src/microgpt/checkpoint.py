@@ -235,8 +235,10 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict, dict[str, Tensor]]:
             _fail(path, f"tensors {a!r} and {b!r} overlap")
         if begin_b > end_a:
             _fail(path, f"a gap of {begin_b - end_a} bytes lies between tensors {a!r} and {b!r}")
+    if spans and spans[0][0] != 0:
+        _fail(path, f"{spans[0][0]} unused bytes before the first tensor; the file is corrupt")
     covered = spans[-1][1] if spans else 0
-    if (spans and spans[0][0] != 0) or covered != len(buffer):
+    if covered != len(buffer):
         _fail(path, f"{len(buffer) - covered} bytes after the last tensor; the file is corrupt")
     for begin, end, name in spans:
         tensors[name] = Tensor.from_bytes(tuple(header[name]["shape"]), bytes(buffer[begin:end]))
