@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from run_helpers import TINY, cli, snapshot
+from run_helpers import ENGINE_NAMES, TINY, cli, require_engine, snapshot
 
 from microgpt import checkpoint as ckpt_io
 
@@ -165,12 +165,14 @@ def test_unreadable_data_file(ws):
     assert "cannot read" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_nan_run_keeps_its_last_good_checkpoint(ws):
+@pytest.mark.parametrize("engine", ENGINE_NAMES)
+def test_nan_run_keeps_its_last_good_checkpoint(ws, engine):
     """The diverging run above, with a checkpoint every step: the file on disk is the last
     finite state, and it loads (the loader refuses NaN, so loading is the check)."""
     root, env = ws
-    out = root / "nan_ckpt"
-    r = cli(["train", "--data", str(root / "good.txt"), "--steps", "6", *TINY, "--quiet",
+    out = root / f"nan_ckpt_{require_engine(engine)}"
+    r = cli(["train", "--engine", engine, "--data", str(root / "good.txt"), "--steps", "6",
+             *TINY, "--quiet",
              "--learning-rate", "1e300", "--out", str(out), "--checkpoint-every", "1"], env)
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     steps = [line for line in r.stdout.splitlines() if line.startswith("step")]

@@ -13,6 +13,7 @@ import dataclasses
 import random
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 from . import __version__, rundir
@@ -344,7 +345,11 @@ def train_and_sample(args, trainer, run, eval_every, checkpoint_every, inference
 
     stop = StopSignals()
     try:
-        with stop:
+        with stop, warnings.catch_warnings():
+            # Array engines warn on overflow before the loss turns NaN; the loop reports a
+            # diverged run in one line (TrainingError), so those warnings are only noise.
+            warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) "
+                                    "encountered", RuntimeWarning)
             run_training(trainer, eval_every=eval_every, checkpoint_every=checkpoint_every,
                          on_step=on_step, on_eval=on_eval, on_checkpoint=on_checkpoint,
                          should_stop=stop.requested)
