@@ -31,16 +31,24 @@ def require_engine(name: str) -> str:
 def cli(args: list[str], env: dict[str, str], **kw) -> subprocess.CompletedProcess:
     """`microgpt ARGS` in a fresh interpreter."""
     return subprocess.run(
-        [sys.executable, "-m", "microgpt", *args], env=env, capture_output=True, text=True,
-        timeout=300, **kw,
+        [sys.executable, "-m", "microgpt", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kw,
     )
 
 
 def popen(args: list[str], env: dict[str, str], **kw) -> subprocess.Popen:
     env = {**env, "PYTHONUNBUFFERED": "1"}  # step lines arrive as they are printed
     return subprocess.Popen(
-        [sys.executable, "-m", "microgpt", *args], env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, **kw,
+        [sys.executable, "-m", "microgpt", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
     )
 
 

@@ -35,8 +35,23 @@ def ws(tmp_path_factory):
     (root / "emptydir").mkdir()
     (root / "afile").write_text("not a directory\n")
     run = root / "run"
-    r = cli(["train", "--data", str(root / "good.txt"), "--steps", "4", "--num-samples", "1",
-             *TINY, "--out", str(run), "--checkpoint-every", "2"], env)
+    r = cli(
+        [
+            "train",
+            "--data",
+            str(root / "good.txt"),
+            "--steps",
+            "4",
+            "--num-samples",
+            "1",
+            *TINY,
+            "--out",
+            str(run),
+            "--checkpoint-every",
+            "2",
+        ],
+        env,
+    )
     assert r.returncode == 0, r.stderr
     good = (run / "model.safetensors").read_bytes()
     (root / "truncated.safetensors").write_bytes(good[: len(good) // 2])
@@ -68,8 +83,11 @@ CASES = [
     ("out-is-a-file", T("--data", "{ws}/good.txt", "--out", "{ws}/afile"), "not a directory"),
     ("out-holds-a-run", T("--data", "{ws}/good.txt", "--out", "{ws}/run"), "--force"),
     # impossible configs
-    ("embd-not-divisible", T("--data", "{ws}/good.txt", "--n-embd", "10", "--n-head", "4"),
-     "divisible"),
+    (
+        "embd-not-divisible",
+        T("--data", "{ws}/good.txt", "--n-embd", "10", "--n-head", "4"),
+        "divisible",
+    ),
     ("embd-zero", T("--data", "{ws}/good.txt", "--n-embd", "0"), "n_embd must be a positive"),
     ("head-negative", T("--data", "{ws}/good.txt", "--n-head", "-2"), "n_head must be a positive"),
     ("layer-zero", T("--data", "{ws}/good.txt", "--n-layer", "0"), "n_layer must be a positive"),
@@ -80,53 +98,105 @@ CASES = [
     ("lr-nan", T("--data", "{ws}/good.txt", "--learning-rate", "nan"), "learning rate"),
     ("lr-inf", T("--data", "{ws}/good.txt", "--learning-rate", "inf"), "learning rate"),
     ("lr-zero", T("--data", "{ws}/good.txt", "--learning-rate", "0"), "learning rate"),
-    ("val-fraction-above-one", T("--data", "{ws}/good.txt", "--val-fraction", "1.5"),
-     "val fraction"),
-    ("eval-every-without-val", T("--data", "{ws}/good.txt", "--eval-every", "5"),
-     "--val-fraction"),
-    ("eval-every-negative", T("--data", "{ws}/good.txt", "--val-fraction", "0.2",
-                              "--eval-every", "-1"), "--eval-every must be"),
-    ("checkpoint-every-without-out", T("--data", "{ws}/good.txt", "--checkpoint-every", "2"),
-     "needs --out"),
+    (
+        "val-fraction-above-one",
+        T("--data", "{ws}/good.txt", "--val-fraction", "1.5"),
+        "val fraction",
+    ),
+    ("eval-every-without-val", T("--data", "{ws}/good.txt", "--eval-every", "5"), "--val-fraction"),
+    (
+        "eval-every-negative",
+        T("--data", "{ws}/good.txt", "--val-fraction", "0.2", "--eval-every", "-1"),
+        "--eval-every must be",
+    ),
+    (
+        "checkpoint-every-without-out",
+        T("--data", "{ws}/good.txt", "--checkpoint-every", "2"),
+        "needs --out",
+    ),
     # the command line itself
     ("steps-not-a-number", T("--data", "{ws}/good.txt", "--steps", "abc"), "invalid int"),
     ("unknown-flag", T("--data", "{ws}/good.txt", "--lr", "0.1"), "unrecognized"),
     ("unknown-doc-mode", T("--data", "{ws}/good.txt", "--doc-mode", "chapters"), "chapters"),
     ("unknown-engine", T("--data", "{ws}/good.txt", "--engine", "tpu"), "invalid choice"),
     ("no-command", [], "required"),
-    ("allow-data-change-without-resume", T("--data", "{ws}/good.txt", "--allow-data-change"),
-     "--resume"),
+    (
+        "allow-data-change-without-resume",
+        T("--data", "{ws}/good.txt", "--allow-data-change"),
+        "--resume",
+    ),
     # resume
     ("resume-missing-dir", ["train", "--resume", "{ws}/nope"], "no such run"),
     ("resume-dir-without-checkpoint", ["train", "--resume", "{ws}/emptydir"], "nothing to resume"),
     ("resume-broken-checkpoint", ["train", "--resume", "{ws}/broken_run"], "truncated"),
-    ("resume-changed-data", ["train", "--resume", "{ws}/run", "--data", "{ws}/other.txt"],
-     "--allow-data-change"),
-    ("resume-new-characters", ["train", "--resume", "{ws}/run", "--data", "{ws}/accents.txt",
-                               "--allow-data-change"], "'J', 'O', 'S', 'z', 'É', 'ë'"),
-    ("resume-changed-shape", ["train", "--resume", "{ws}/run", "--n-embd", "32"],
-     "--n-embd cannot change"),
+    (
+        "resume-changed-data",
+        ["train", "--resume", "{ws}/run", "--data", "{ws}/other.txt"],
+        "--allow-data-change",
+    ),
+    (
+        "resume-new-characters",
+        ["train", "--resume", "{ws}/run", "--data", "{ws}/accents.txt", "--allow-data-change"],
+        "'J', 'O', 'S', 'z', 'É', 'ë'",
+    ),
+    (
+        "resume-changed-shape",
+        ["train", "--resume", "{ws}/run", "--n-embd", "32"],
+        "--n-embd cannot change",
+    ),
+    ("resume-seed-zero", ["train", "--resume", "{ws}/run", "--seed", "0"], "--seed cannot change"),
     ("resume-fewer-steps", ["train", "--resume", "{ws}/run", "--steps", "2"], "fewer than"),
     # a diverging run stops, keeps its last good checkpoint, says what to try
-    ("loss-becomes-nan", ["train", "--data", "{ws}/good.txt", "--steps", "6", *TINY,
-                          "--learning-rate", "1e300", "--out", "{ws}/nan_run"],
-     "lower --learning-rate"),
+    (
+        "loss-becomes-nan",
+        [
+            "train",
+            "--data",
+            "{ws}/good.txt",
+            "--steps",
+            "6",
+            *TINY,
+            "--learning-rate",
+            "1e300",
+            "--out",
+            "{ws}/nan_run",
+        ],
+        "lower --learning-rate",
+    ),
     # sample
-    ("sample-missing-checkpoint", ["sample", "--checkpoint", "{ws}/nope.safetensors"],
-     "no such checkpoint"),
+    (
+        "sample-missing-checkpoint",
+        ["sample", "--checkpoint", "{ws}/nope.safetensors"],
+        "no such checkpoint",
+    ),
     ("sample-checkpoint-directory", ["sample", "--checkpoint", "{ws}/adir"], "is a directory"),
-    ("sample-truncated-checkpoint", ["sample", "--checkpoint", "{ws}/truncated.safetensors"],
-     "truncated"),
-    ("sample-garbage-checkpoint", ["sample", "--checkpoint", "{ws}/garbage.safetensors"],
-     "not a checkpoint"),
+    (
+        "sample-truncated-checkpoint",
+        ["sample", "--checkpoint", "{ws}/truncated.safetensors"],
+        "truncated",
+    ),
+    (
+        "sample-garbage-checkpoint",
+        ["sample", "--checkpoint", "{ws}/garbage.safetensors"],
+        "not a checkpoint",
+    ),
     ("sample-nan-weights", ["sample", "--checkpoint", "{ws}/nan.safetensors"], "NaN"),
-    ("sample-negative-temperature", ["sample", "--checkpoint", "{ws}/run/model.safetensors",
-                                     "--temperature", "-1"], "temperature"),
-    ("sample-negative-count", ["sample", "--checkpoint", "{ws}/run/model.safetensors",
-                               "--num-samples", "-4"], "num samples"),
+    (
+        "sample-negative-temperature",
+        ["sample", "--checkpoint", "{ws}/run/model.safetensors", "--temperature", "-1"],
+        "temperature",
+    ),
+    (
+        "sample-negative-count",
+        ["sample", "--checkpoint", "{ws}/run/model.safetensors", "--num-samples", "-4"],
+        "num samples",
+    ),
     ("sample-no-checkpoint-flag", ["sample"], "--checkpoint"),
-    ("sample-seed-not-a-number", ["sample", "--checkpoint", "{ws}/run/model.safetensors",
-                                  "--seed", "x"], "invalid int"),
+    (
+        "sample-seed-not-a-number",
+        ["sample", "--checkpoint", "{ws}/run/model.safetensors", "--seed", "x"],
+        "invalid int",
+    ),
 ]
 
 
@@ -171,9 +241,26 @@ def test_nan_run_keeps_its_last_good_checkpoint(ws, engine):
     finite state, and it loads (the loader refuses NaN, so loading is the check)."""
     root, env = ws
     out = root / f"nan_ckpt_{require_engine(engine)}"
-    r = cli(["train", "--engine", engine, "--data", str(root / "good.txt"), "--steps", "6",
-             *TINY, "--quiet",
-             "--learning-rate", "1e300", "--out", str(out), "--checkpoint-every", "1"], env)
+    r = cli(
+        [
+            "train",
+            "--engine",
+            engine,
+            "--data",
+            str(root / "good.txt"),
+            "--steps",
+            "6",
+            *TINY,
+            "--quiet",
+            "--learning-rate",
+            "1e300",
+            "--out",
+            str(out),
+            "--checkpoint-every",
+            "1",
+        ],
+        env,
+    )
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     steps = [line for line in r.stdout.splitlines() if line.startswith("step")]
     saved = ckpt_io.load(out / "model.safetensors")

@@ -28,9 +28,17 @@ def make_checkpoint() -> ckpt_io.Checkpoint:
     m = {k: Tensor(t.shape, t.data[:]) for k, t in params.items()}
     v = {k: Tensor(t.shape, type(t.data)("d", (x * x for x in t.data))) for k, t in params.items()}
     return ckpt_io.Checkpoint(
-        model=model, optim=OptimConfig(), train=TrainConfig(num_steps=10), uchars=uchars,
-        params=params, adam_m=m, adam_v=v, step=3, rng_state=rng.getstate(),
-        window_rng_state=random.Random("w").getstate(), extra={"data_sha256": "00" * 32},
+        model=model,
+        optim=OptimConfig(),
+        train=TrainConfig(num_steps=10),
+        uchars=uchars,
+        params=params,
+        adam_m=m,
+        adam_v=v,
+        step=3,
+        rng_state=rng.getstate(),
+        window_rng_state=random.Random("w").getstate(),
+        extra={"data_sha256": "00" * 32},
     )
 
 
@@ -125,10 +133,16 @@ HOSTILE = [
     ("header-not-json", join({}, b"", raw=b"{not json at all}"), "malformed JSON"),
     ("header-not-object", join({}, b"", raw=b"[1, 2, 3]"), "not a JSON object"),
     ("header-bad-utf8", join({}, b"", raw=b'{"\xff": 1}'), "malformed JSON"),
-    ("header-deep-nesting", join({}, b"", raw=b'{"a":' + b"[" * 100000 + b"]" * 100000 + b"}"),
-     "malformed"),
-    ("header-duplicate-key", join({}, b"", raw=b'{"__metadata__": {}, "__metadata__": {}}'),
-     "malformed JSON"),
+    (
+        "header-deep-nesting",
+        join({}, b"", raw=b'{"a":' + b"[" * 100000 + b"]" * 100000 + b"}"),
+        "malformed",
+    ),
+    (
+        "header-duplicate-key",
+        join({}, b"", raw=b'{"__metadata__": {}, "__metadata__": {}}'),
+        "malformed JSON",
+    ),
     ("header-nan-constant", join({}, b"", raw=b'{"x": NaN}'), "malformed JSON"),
     ("trailing-bytes", GOOD + b"\x00" * 16, "after the last tensor"),
     ("offsets-out-of-range", edited(set_tensor("data_offsets", [0, 10**12])), "out of range"),
@@ -141,8 +155,11 @@ HOSTILE = [
     ("shape-mismatch-bytes", edited(set_tensor("shape", [3, 3])), "do not hold shape"),
     ("shape-negative", edited(set_tensor("shape", [-1, 4])), "malformed shape"),
     ("shape-huge", edited(set_tensor("shape", [10**30, 10**30])), "do not hold shape"),
-    ("tensor-entry-not-object", edited(set_tensor("dtype", "F64") and (lambda h, b: h.update(
-        {first_tensor(h): 5}))), "malformed entry"),
+    (
+        "tensor-entry-not-object",
+        edited(set_tensor("dtype", "F64") and (lambda h, b: h.update({first_tensor(h): 5}))),
+        "malformed entry",
+    ),
     ("missing-tensor", without_tensor("lm_head"), "missing tensor 'lm_head'"),
     ("missing-adam-tensor", without_tensor("adam.v.wpe"), "missing tensor 'adam.v.wpe'"),
     ("nan-in-weights", edited(nan_weight), "NaN"),
@@ -150,19 +167,31 @@ HOSTILE = [
     ("no-format", edited(lambda h, b: h["__metadata__"].pop("format")), "not a microgpt"),
     ("format-version-99", edited(set_meta("format_version", "99")), "version '99'"),
     ("metadata-not-strings", edited(set_meta("step", 3)), "malformed __metadata__"),
-    ("metadata-not-object", edited(lambda h, b: h.update({"__metadata__": [1]})),
-     "malformed __metadata__"),
+    (
+        "metadata-not-object",
+        edited(lambda h, b: h.update({"__metadata__": [1]})),
+        "malformed __metadata__",
+    ),
     ("model-config-not-json", edited(set_meta("model_config", "{")), "not valid JSON"),
     ("model-config-unknown-key", edited(set_config("model_config", "n_kv_head", 2)), "unknown"),
     ("model-config-bool-size", edited(set_config("model_config", "n_layer", True)), "n_layer"),
     ("model-config-zero-heads", edited(set_config("model_config", "n_head", 0)), "n_head"),
     ("model-config-wrong-shape", edited(set_config("model_config", "n_embd", 8)), "shape"),
-    ("model-config-hostile-layers", edited(set_config("model_config", "n_layer", 10**9)),
-     "weight matrices"),
-    ("optim-config-nan-lr", edited(set_config("optim_config", "learning_rate", "nan")),
-     "OptimConfig"),
-    ("train-config-bad-doc-mode", edited(set_config("train_config", "doc_mode", "pages")),
-     "doc mode"),
+    (
+        "model-config-hostile-layers",
+        edited(set_config("model_config", "n_layer", 10**9)),
+        "weight matrices",
+    ),
+    (
+        "optim-config-nan-lr",
+        edited(set_config("optim_config", "learning_rate", "nan")),
+        "OptimConfig",
+    ),
+    (
+        "train-config-bad-doc-mode",
+        edited(set_config("train_config", "doc_mode", "pages")),
+        "doc mode",
+    ),
     ("vocab-not-a-list", edited(set_meta("vocab", '"abc"')), "vocab"),
     ("vocab-duplicates", edited(set_meta("vocab", '["a", "a", "b", "c"]')), "vocab"),
     ("vocab-wrong-size", edited(set_meta("vocab", '["a", "b"]')), "shape"),
@@ -206,8 +235,11 @@ def test_the_good_file_loads_and_round_trips(tmp_path):
 def random_json(rng: random.Random, depth: int = 0):
     choice = rng.randrange(9 if depth < 3 else 6)
     return [
-        lambda: None, lambda: rng.choice([True, False]), lambda: rng.randint(-(2**70), 2**70),
-        lambda: rng.choice([0, 1, -1, 4, 8, 2**63]), lambda: rng.uniform(-1e9, 1e9),
+        lambda: None,
+        lambda: rng.choice([True, False]),
+        lambda: rng.randint(-(2**70), 2**70),
+        lambda: rng.choice([0, 1, -1, 4, 8, 2**63]),
+        lambda: rng.uniform(-1e9, 1e9),
         lambda: rng.choice(["", "F64", "x" * 50, "é", "NaN", "1"]),
         lambda: [random_json(rng, depth + 1) for _ in range(rng.randrange(4))],
         lambda: {str(i): random_json(rng, depth + 1) for i in range(rng.randrange(3))},

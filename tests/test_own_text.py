@@ -40,7 +40,11 @@ def contains(seq: list[int], window: list[int]) -> bool:
 
 def test_paragraph_windows_are_contiguous_random_and_reproducible():
     docs = split_documents(TEXT, "paragraphs")
-    assert docs == ["Première ligne, ça va.\nΔεύτερη γραμμή", "第三段落です。\nand more", "last: ok"]
+    assert docs == [
+        "Première ligne, ça va.\nΔεύτερη γραμμή",
+        "第三段落です。\nand more",
+        "last: ok",
+    ]
     a, b = tiny_trainer(docs, "paragraphs"), tiny_trainer(docs, "paragraphs")
     starts = set()
     for step in range(200):
@@ -63,8 +67,11 @@ def test_lines_mode_is_the_original_truncation_and_draws_nothing():
     t = tiny_trainer(docs, "lines")
     before = t.window_rng.getstate()
     tok = t.tokenizer
-    assert t.batch(0) == [tok.doc_tokens("abcdefghij")[:5], tok.doc_tokens("xy"),
-                          tok.doc_tokens("abcdefghij")[:5]]
+    assert t.batch(0) == [
+        tok.doc_tokens("abcdefghij")[:5],
+        tok.doc_tokens("xy"),
+        tok.doc_tokens("abcdefghij")[:5],
+    ]
     assert t.window_rng.getstate() == before == window_rng_for(42).getstate()
 
 
@@ -81,8 +88,25 @@ def test_validation_split_is_the_tail_of_the_seeded_shuffle(names_path, tmp_path
     """The held-out documents are the last round(F * n) of the seed-42 shuffle; their loss in
     metrics.jsonl is the loss of the saved model on exactly those documents."""
     out = tmp_path / "run"
-    r = cli(["train", "--data", str(names_path), "--steps", "6", *TINY, "--num-samples", "0",
-             "--val-fraction", "0.0005", "--eval-every", "3", "--out", str(out)], cli_env)
+    r = cli(
+        [
+            "train",
+            "--data",
+            str(names_path),
+            "--steps",
+            "6",
+            *TINY,
+            "--num-samples",
+            "0",
+            "--val-fraction",
+            "0.0005",
+            "--eval-every",
+            "3",
+            "--out",
+            str(out),
+        ],
+        cli_env,
+    )
     assert r.returncode == 0, r.stderr
     docs = [line.strip() for line in names_path.read_text().splitlines() if line.strip()]
     random.Random(42).shuffle(docs)
@@ -109,8 +133,23 @@ def test_validation_split_is_the_tail_of_the_seeded_shuffle(names_path, tmp_path
 def test_unicode_text_trains_and_samples(tmp_path, cli_env):
     data = tmp_path / "poem.txt"
     data.write_text(TEXT * 3, encoding="utf-8")
-    r = cli(["train", "--data", str(data), "--doc-mode", "paragraphs", "--steps", "3", *TINY,
-             "--num-samples", "2", "--out", str(tmp_path / "run")], cli_env)
+    r = cli(
+        [
+            "train",
+            "--data",
+            str(data),
+            "--doc-mode",
+            "paragraphs",
+            "--steps",
+            "3",
+            *TINY,
+            "--num-samples",
+            "2",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        cli_env,
+    )
     assert r.returncode == 0, r.stderr
     vocab = ckpt_io.load(tmp_path / "run" / "model.safetensors").uchars
     assert {"è", "Δ", "第", "\n"} <= set(vocab)
@@ -119,8 +158,19 @@ def test_unicode_text_trains_and_samples(tmp_path, cli_env):
 
 def test_force_replaces_a_run_and_its_stale_files(tmp_path, cli_env, names_path):
     out = tmp_path / "run"
-    base = ["train", "--data", str(names_path), "--steps", "2", *TINY, "--num-samples", "0",
-            "--out", str(out), "--quiet"]
+    base = [
+        "train",
+        "--data",
+        str(names_path),
+        "--steps",
+        "2",
+        *TINY,
+        "--num-samples",
+        "0",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert cli([*base, "--val-fraction", "0.001"], cli_env).returncode == 0
     assert (out / "best.safetensors").exists()
     r = cli([*base, "--force"], cli_env)
@@ -134,8 +184,13 @@ def run_on_a_terminal(args, env) -> tuple[str, str]:
     master, slave = pty.openpty()
     # a terminal of 24 x 100 characters (a fresh pty is 0 x 0, and tqdm fits the bar into 0)
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-m", "microgpt", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=slave, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "microgpt", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        text=True,
+    )
     os.close(slave)
     shown = b""
     while True:
@@ -156,8 +211,19 @@ def run_on_a_terminal(args, env) -> tuple[str, str]:
 def test_progress_bar_only_on_a_terminal_and_not_with_quiet(names_path, tmp_path, cli_env):
     """A run of a few seconds: the bar (steps/s) on a terminal; never in stdout; none with
     --quiet. (Marked slow: the bar waits 2 s before it shows.)"""
-    args = ["train", "--data", str(names_path), "--steps", "100", "--n-embd", "8",
-            "--n-head", "2", "--num-samples", "1"]
+    args = [
+        "train",
+        "--data",
+        str(names_path),
+        "--steps",
+        "100",
+        "--n-embd",
+        "8",
+        "--n-head",
+        "2",
+        "--num-samples",
+        "1",
+    ]
     stdout, shown = run_on_a_terminal(args, cli_env)
     assert "step/s" in shown and "loss" in shown
     assert "\r" not in stdout and stdout.count("\nstep ") == 100

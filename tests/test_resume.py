@@ -49,9 +49,25 @@ def corpus(tmp_path):
 
 def train_args(engine_name: str, data, out, *extra: str) -> list[str]:
     return [
-        "train", "--engine", engine_name, "--data", str(data), "--doc-mode", "paragraphs",
-        "--val-fraction", "0.1", "--eval-every", "6", "--steps", str(STEPS),
-        "--num-samples", "4", *TINY, "--out", str(out), *extra,
+        "train",
+        "--engine",
+        engine_name,
+        "--data",
+        str(data),
+        "--doc-mode",
+        "paragraphs",
+        "--val-fraction",
+        "0.1",
+        "--eval-every",
+        "6",
+        "--steps",
+        str(STEPS),
+        "--num-samples",
+        "4",
+        *TINY,
+        "--out",
+        str(out),
+        *extra,
     ]
 
 
@@ -196,9 +212,16 @@ def test_kill_in_the_middle_of_a_checkpoint_write(engine_name, corpus, tmp_path,
     import subprocess
 
     r = subprocess.run(
-        [sys.executable, "-c", KILL_MID_WRITE,
-         *train_args(engine_name, corpus, out, "--checkpoint-every", "4")],
-        env=cli_env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            KILL_MID_WRITE,
+            *train_args(engine_name, corpus, out, "--checkpoint-every", "4"),
+        ],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert r.returncode == -signal.SIGKILL, r.stderr
     assert list(out.glob(".model.safetensors.*.tmp")), "the torn temporary file is there"

@@ -241,7 +241,8 @@ def cmd_train(args) -> int:
 
 def cmd_resume(args) -> int:
     """`train --resume DIR`: the run's saved configs, weights, Adam state, RNGs and step."""
-    fixed = [name for name in FIXED_ON_RESUME if getattr(args, name) not in (None, False)]
+    given = [name for name in FIXED_ON_RESUME if getattr(args, name) is not None]
+    fixed = [name for name in given if getattr(args, name) is not False]  # 0 is a value
     if fixed:
         flag = "--" + fixed[0].replace("_", "-")
         raise UsageError(
