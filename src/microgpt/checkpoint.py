@@ -186,30 +186,52 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict, dict[str, Tensor]]:
         _fail(path, "no such checkpoint file")
     if p.is_dir():
         _fail(path, "is a directory, not a checkpoint file")
+    # NOTE: the header is read and checked against the file's size before the tensor bytes
+    # are read, so a huge file that is not a checkpoint costs only its first bytes.
     try:
-        blob = p.read_bytes()
+        with open(p, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(8)
+            if len(head) < 8:
+                _fail(path, "not a safetensors file (shorter than its 8-byte header length)")
+            (n,) = struct.unpack("<Q", head)
+            if n > MAX_HEADER_BYTES or n > size - 8:
+                why = "the file is truncated or not a checkpoint"
+                _fail(path, f"header length {n} is larger than the file; {why}")
+            header_bytes = f.read(n)
+            header, buffer_len = _parse_header(path, header_bytes), size - 8 - n
+            metadata, spans = _check_entries(path, header, buffer_len)
+            buffer = f.read(buffer_len)
     except OSError as e:
         _fail(path, f"cannot read: {e.strerror}")
-    if len(blob) < 8:
-        _fail(path, "not a safetensors file (shorter than its 8-byte header length)")
-    (n,) = struct.unpack("<Q", blob[:8])
-    if n > MAX_HEADER_BYTES or n > len(blob) - 8:
-        _fail(path, f"header length {n} is larger than the file; truncated or not a checkpoint")
-    if blob[8:9] != b"{":
+    if len(buffer) != buffer_len:
+        _fail(path, "the file changed while it was read")
+    tensors = {}
+    for begin, end, name in spans:
+        tensors[name] = Tensor.from_bytes(tuple(header[name]["shape"]), buffer[begin:end])
+    return metadata, tensors
+
+
+def _parse_header(path, header_bytes: bytes) -> dict:
+    if header_bytes[:1] != b"{":
         _fail(path, "not a safetensors file (its header is not a JSON object)")
     try:
-        header = _strict_loads(blob[8 : 8 + n].decode("utf-8"))
+        header = _strict_loads(header_bytes.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):  # JSONDecodeError is a ValueError
         _fail(path, "malformed JSON header; the file is corrupt or not a checkpoint")
     if not isinstance(header, dict):
         _fail(path, "malformed header (not a JSON object)")
+    return header
+
+
+def _check_entries(path, header: dict, buffer_len: int) -> tuple[dict, list]:
+    """Validate every tensor entry against the buffer's length: (metadata, sorted spans)."""
     metadata = header.pop("__metadata__", {})
     if not isinstance(metadata, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
         _fail(path, "malformed __metadata__ (must map strings to strings)")
-    buffer = memoryview(blob)[8 + n :]
-    spans, tensors = [], {}
+    spans = []
     for name, info in header.items():
         if not isinstance(info, dict):
             _fail(path, f"tensor {name!r}: malformed entry")
@@ -222,7 +244,7 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict, dict[str, Tensor]]:
             isinstance(offsets, list)
             and len(offsets) == 2
             and all(type(o) is int for o in offsets)
-            and 0 <= offsets[0] <= offsets[1] <= len(buffer)
+            and 0 <= offsets[0] <= offsets[1] <= buffer_len
         ):
             _fail(path, f"tensor {name!r}: data offsets out of range")
         begin, end = offsets
@@ -238,11 +260,9 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict, dict[str, Tensor]]:
     if spans and spans[0][0] != 0:
         _fail(path, f"{spans[0][0]} unused bytes before the first tensor; the file is corrupt")
     covered = spans[-1][1] if spans else 0
-    if covered != len(buffer):
-        _fail(path, f"{len(buffer) - covered} bytes after the last tensor; the file is corrupt")
-    for begin, end, name in spans:
-        tensors[name] = Tensor.from_bytes(tuple(header[name]["shape"]), bytes(buffer[begin:end]))
-    return metadata, tensors
+    if covered != buffer_len:
+        _fail(path, f"{buffer_len - covered} bytes after the last tensor; the file is corrupt")
+    return metadata, spans
 
 
 def _json_meta(path, metadata: dict, key: str):
