@@ -56,7 +56,6 @@ def join(header: dict, buffer: bytes, raw: bytes | None = None) -> bytes:
 
 
 def edited(edit) -> bytes:
-    header, buffer = split(GOOD)
     result = edit(header, buffer)
     return result if isinstance(result, bytes) else join(header, buffer)
 
@@ -346,3 +345,19 @@ def test_public_safetensors_library_reads_ours_and_we_read_its(tmp_path):
     assert all(ckpt.params[k].data == t.data for k, t in original.params.items())
     assert ckpt.adam_v["wte"].data == original.adam_v["wte"].data
     assert ckpt.window_rng_state == original.window_rng_state
+
+
+def test_a_huge_file_is_refused_from_its_header_alone(tmp_path):
+    """A 64 GiB sparse file whose header is broken: refused without reading its body (if the
+    loader read it, this test would run out of memory rather than pass)."""
+    path = tmp_path / "huge.safetensors"
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", 2) + b"[]")
+        f.truncate(64 * 2**30)
+    with pytest.raises(ckpt_io.CheckpointError, match="not a JSON object"):
+        ckpt_io.load(path)
+    with open(path, "wb") as f:  # a valid header, then far more bytes than its tensors hold
+        f.write(GOOD)
+        f.truncate(64 * 2**30)
+    with pytest.raises(ckpt_io.CheckpointError, match="after the last tensor"):
+        ckpt_io.load(path)
