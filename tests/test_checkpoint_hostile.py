@@ -56,6 +56,7 @@ def join(header: dict, buffer: bytes, raw: bytes | None = None) -> bytes:
 
 
 def edited(edit) -> bytes:
+    header, buffer = split(GOOD)
     result = edit(header, buffer)
     return result if isinstance(result, bytes) else join(header, buffer)
 
