@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 import sys
 import textwrap
 
@@ -88,6 +89,14 @@ def read_until_step(proc, step: int) -> list[str]:
     raise AssertionError(f"the run ended before step {step}: {proc.stderr.read()}")
 
 
+def finish(proc) -> tuple[str, str]:
+    """The rest of stdout and stderr. NOTE: not `communicate`, which reads the raw pipe and
+    would skip lines that `read_until_step` already buffered in `proc.stdout`."""
+    rest, err = proc.stdout.read(), proc.stderr.read()
+    proc.wait(timeout=120)
+    return rest, err
+
+
 # --- in-process: the Trainer itself -------------------------------------------------------------
 
 
@@ -129,58 +138,98 @@ def test_trainer_resume_is_bit_identical(engine_name, corpus):
 # --- subprocesses: signals, kills ---------------------------------------------------------------
 
 
-def test_sigint_at_a_random_step_then_resume(engine_name, corpus, tmp_path, cli_env):
-    ref_out, ref_stdout = straight(engine_name, corpus, tmp_path, cli_env)
-    k = random.Random(os.urandom(8)).randint(2, STEPS - 3)
-    out = tmp_path / "interrupted"
-    proc = popen(train_args(engine_name, corpus, out, "--quiet"), cli_env)
-    first = read_until_step(proc, k)
-    proc.send_signal(signal.SIGINT)
-    rest, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGINT, (k, err)
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert "interrupted by SIGINT" in err and f"--resume {out}" in err
-    stopped_at = ckpt_io.load(out / "model.safetensors").step
-    assert k <= stopped_at <= STEPS, (k, stopped_at)
+# `microgpt ARGS` that sends itself signal SIG right after step AT (a real signal, through
+# the real handler, but landing at a step chosen by the test even on a fast engine).
+SIGNAL_AT = textwrap.dedent(
+    """
+    import os, sys
+    from microgpt import cli, train
+    sig, at = int(sys.argv[1]), int(sys.argv[2])
+    original = train.Trainer.step
+    def step(self):
+        result = original(self)
+        if result.step == at:
+            os.kill(os.getpid(), sig)
+        return result
+    train.Trainer.step = step
+    sys.exit(cli.main(sys.argv[3:]))
+    """
+)
 
-    r = cli(["train", "--resume", str(out)], cli_env)
+
+def signal_at(sig: int, step: int, args: list[str], env) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", SIGNAL_AT, str(int(sig)), str(step), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def check_resumed_equals_straight(out, ref_out, env) -> str:
+    r = cli(["train", "--resume", str(out)], env)
     assert r.returncode == 0, r.stderr
     assert_same_state(
         ckpt_io.load(ref_out / "model.safetensors"), ckpt_io.load(out / "model.safetensors")
     )
+    assert (out / "metrics.jsonl").read_text() == (ref_out / "metrics.jsonl").read_text()
+    return r.stdout
+
+
+def test_sigint_at_a_random_step_then_resume(engine_name, corpus, tmp_path, cli_env):
+    ref_out, ref_stdout = straight(engine_name, corpus, tmp_path, cli_env)
+    k = random.Random(os.urandom(8)).randint(1, STEPS - 1)
+    out = tmp_path / "interrupted"
+    r = signal_at(signal.SIGINT, k, train_args(engine_name, corpus, out, "--quiet"), cli_env)
+    assert r.returncode == 128 + signal.SIGINT, (k, r.stderr)
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"interrupted by SIGINT at step {k} of {STEPS}" in r.stderr
+    assert f"--resume {out}" in r.stderr
+    assert ckpt_io.load(out / "model.safetensors").step == k
+
+    resumed_stdout = check_resumed_equals_straight(out, ref_out, cli_env)
     assert ckpt_io.load(ref_out / "best.safetensors").params["wte"].data == (
         ckpt_io.load(out / "best.safetensors").params["wte"].data
     )
     # stdout of the interrupted run, then of the resumed one, is the uninterrupted stdout
-    assert "".join(first) + rest + r.stdout == ref_stdout, f"interrupted at step {k}"
-    assert (out / "metrics.jsonl").read_text() == (ref_out / "metrics.jsonl").read_text()
+    assert r.stdout + resumed_stdout == ref_stdout, f"interrupted at step {k}"
 
 
-def test_sigterm_writes_a_checkpoint(corpus, tmp_path, cli_env):
-    out = tmp_path / "run"
+def test_sigint_from_outside_then_resume(corpus, tmp_path, cli_env):
+    """The same with the signal sent by another process, whenever it lands."""
+    ref_out, ref_stdout = straight("ref", corpus, tmp_path, cli_env)
+    k = random.Random(os.urandom(8)).randint(2, STEPS - 3)
+    out = tmp_path / "interrupted"
     proc = popen(train_args("ref", corpus, out, "--quiet"), cli_env)
-    read_until_step(proc, 3)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err
-    assert "interrupted by SIGTERM" in err and err.count("\n") == 1
-    assert ckpt_io.load(out / "model.safetensors").step >= 3
+    first = read_until_step(proc, k)
+    proc.send_signal(signal.SIGINT)
+    rest, err = finish(proc)
+    assert proc.returncode == 128 + signal.SIGINT, (k, err)
+    assert err.count("\n") == 1 and "interrupted by SIGINT" in err, err
+    assert k <= ckpt_io.load(out / "model.safetensors").step <= STEPS
+    resumed_stdout = check_resumed_equals_straight(out, ref_out, cli_env)
+    assert "".join(first) + rest + resumed_stdout == ref_stdout, f"interrupted at step {k}"
+
+
+def test_sigterm_writes_a_checkpoint(engine_name, corpus, tmp_path, cli_env):
+    out = tmp_path / "run"
+    r = signal_at(signal.SIGTERM, 3, train_args(engine_name, corpus, out, "--quiet"), cli_env)
+    assert r.returncode == 128 + signal.SIGTERM, r.stderr
+    assert "interrupted by SIGTERM at step 3" in r.stderr and r.stderr.count("\n") == 1
+    assert ckpt_io.load(out / "model.safetensors").step == 3
 
 
 def test_sigkill_after_a_periodic_checkpoint_then_resume(engine_name, corpus, tmp_path, cli_env):
     ref_out, _ = straight(engine_name, corpus, tmp_path, cli_env)
     out = tmp_path / "killed"
-    proc = popen(train_args(engine_name, corpus, out, "--checkpoint-every", "4"), cli_env)
-    read_until_step(proc, 10)  # the step-8 checkpoint was written before step 9 began
-    proc.kill()
-    proc.communicate(timeout=60)
-    assert ckpt_io.load(out / "model.safetensors").step in (8, 12)  # 12 if the kill was late
-    r = cli(["train", "--resume", str(out)], cli_env)
-    assert r.returncode == 0, r.stderr
-    assert_same_state(
-        ckpt_io.load(ref_out / "model.safetensors"), ckpt_io.load(out / "model.safetensors")
-    )
-    assert (out / "metrics.jsonl").read_text() == (ref_out / "metrics.jsonl").read_text()
+    args = train_args(engine_name, corpus, out, "--checkpoint-every", "4")
+    r = signal_at(signal.SIGKILL, 10, args, cli_env)  # two steps after the step-8 checkpoint
+    assert r.returncode == -signal.SIGKILL
+    assert ckpt_io.load(out / "model.safetensors").step == 8
+    # killed inside step 10, before its line: steps 9 is logged, and is cut back on resume
+    assert '"step": 9,' in (out / "metrics.jsonl").read_text()
+    check_resumed_equals_straight(out, ref_out, cli_env)
 
 
 # A process that dies (SIGKILL) in the middle of writing its second checkpoint: the temporary
@@ -209,8 +258,6 @@ KILL_MID_WRITE = textwrap.dedent(
 def test_kill_in_the_middle_of_a_checkpoint_write(engine_name, corpus, tmp_path, cli_env):
     ref_out, _ = straight(engine_name, corpus, tmp_path, cli_env)
     out = tmp_path / "torn"
-    import subprocess
-
     r = subprocess.run(
         [
             sys.executable,
@@ -226,12 +273,8 @@ def test_kill_in_the_middle_of_a_checkpoint_write(engine_name, corpus, tmp_path,
     assert r.returncode == -signal.SIGKILL, r.stderr
     assert list(out.glob(".model.safetensors.*.tmp")), "the torn temporary file is there"
     assert ckpt_io.load(out / "model.safetensors").step == 4  # the previous checkpoint
-    r = cli(["train", "--resume", str(out)], cli_env)
-    assert r.returncode == 0, r.stderr
+    check_resumed_equals_straight(out, ref_out, cli_env)
     assert not list(out.glob(".model.safetensors.*.tmp"))
-    assert_same_state(
-        ckpt_io.load(ref_out / "model.safetensors"), ckpt_io.load(out / "model.safetensors")
-    )
 
 
 def test_write_atomic_failure_keeps_the_previous_file(tmp_path):

@@ -29,7 +29,7 @@ from .tokenizer import Tokenizer, TokenizerError
 
 
 class TrainingError(Exception):
-    """A run that cannot go on (its loss became NaN or infinite); the message says why."""
+    """A run that cannot go on (its loss, weights or Adam moments became NaN or infinite)."""
 
 
 def window_rng_for(seed: int) -> random.Random:
