@@ -10,7 +10,8 @@ What a microgpt checkpoint holds:
             as "adam.m.<name>" / "adam.v.<name>" (absent in a weights-only file)
   metadata  format ("microgpt"), format_version, preset, model/optim/train configs (JSON),
             vocab (JSON list of characters), step (completed steps), rng_state (JSON),
-            and free-form string entries (data sha256, engine, ...) kept in `extra`
+            window_rng_state (JSON), and free-form string entries (data_sha256,
+            data_path, engine, best_val_loss, ...) kept in `extra`
 
 Loading never executes anything (no pickle) and validates before it allocates: a
 truncated, oversized, malformed or inconsistent file raises CheckpointError with a
@@ -56,6 +57,7 @@ class Checkpoint:
     step: int = 0  # completed training steps
     preset: str = "final"
     rng_state: tuple | None = None  # random.Random.getstate() after the last completed step
+    window_rng_state: tuple | None = None  # the random-window generator's state (train.py)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -89,9 +91,10 @@ def encode(ckpt: Checkpoint) -> bytes:
         "vocab": json.dumps(ckpt.uchars, ensure_ascii=False),
         "step": str(ckpt.step),
     }
-    if ckpt.rng_state is not None:
-        version, internal, gauss_next = ckpt.rng_state
-        metadata["rng_state"] = json.dumps([version, list(internal), gauss_next])
+    for key, state in (("rng_state", ckpt.rng_state), ("window_rng_state", ckpt.window_rng_state)):
+        if state is not None:
+            version, internal, gauss_next = state
+            metadata[key] = json.dumps([version, list(internal), gauss_next])
     for key, value in ckpt.extra.items():
         metadata.setdefault(key, str(value))
 
@@ -124,6 +127,9 @@ def write_atomic(path: str | os.PathLike, data: bytes, _before_rename=None) -> N
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates the file 0600; a checkpoint is an ordinary (never executable) file
+        mode = path.stat().st_mode & 0o666 if path.exists() else 0o644
+        os.chmod(tmp, mode)
         if _before_rename is not None:
             _before_rename(tmp)
         os.replace(tmp, path)
@@ -154,6 +160,25 @@ def _fail(path, reason: str):
     raise CheckpointError(f"{path}: {reason}")
 
 
+def _no_duplicates(pairs):
+    """json object hook: a key given twice is an edited file, not something to guess about."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _strict_loads(text: str):
+    """json.loads that refuses duplicate keys and the non-standard NaN/Infinity constants."""
+
+    def no_constant(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=no_constant)
+
+
 def read_safetensors(path: str | os.PathLike) -> tuple[dict, dict[str, Tensor]]:
     """Parse and validate a safetensors file holding float64 tensors: (metadata, tensors)."""
     p = Path(path)
@@ -161,28 +186,52 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict, dict[str, Tensor]]:
         _fail(path, "no such checkpoint file")
     if p.is_dir():
         _fail(path, "is a directory, not a checkpoint file")
+    # NOTE: the header is read and checked against the file's size before the tensor bytes
+    # are read, so a huge file that is not a checkpoint costs only its first bytes.
     try:
-        blob = p.read_bytes()
+        with open(p, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(8)
+            if len(head) < 8:
+                _fail(path, "not a safetensors file (shorter than its 8-byte header length)")
+            (n,) = struct.unpack("<Q", head)
+            if n > MAX_HEADER_BYTES or n > size - 8:
+                why = "the file is truncated or not a checkpoint"
+                _fail(path, f"header length {n} is larger than the file; {why}")
+            header_bytes = f.read(n)
+            header, buffer_len = _parse_header(path, header_bytes), size - 8 - n
+            metadata, spans = _check_entries(path, header, buffer_len)
+            buffer = f.read(buffer_len)
     except OSError as e:
         _fail(path, f"cannot read: {e.strerror}")
-    if len(blob) < 8:
-        _fail(path, "not a safetensors file (shorter than its 8-byte header length)")
-    (n,) = struct.unpack("<Q", blob[:8])
-    if n > MAX_HEADER_BYTES or n > len(blob) - 8:
-        _fail(path, f"header length {n} is larger than the file; truncated or not a checkpoint")
+    if len(buffer) != buffer_len:
+        _fail(path, "the file changed while it was read")
+    tensors = {}
+    for begin, end, name in spans:
+        tensors[name] = Tensor.from_bytes(tuple(header[name]["shape"]), buffer[begin:end])
+    return metadata, tensors
+
+
+def _parse_header(path, header_bytes: bytes) -> dict:
+    if header_bytes[:1] != b"{":
+        _fail(path, "not a safetensors file (its header is not a JSON object)")
     try:
-        header = json.loads(blob[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        header = _strict_loads(header_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):  # JSONDecodeError is a ValueError
         _fail(path, "malformed JSON header; the file is corrupt or not a checkpoint")
     if not isinstance(header, dict):
         _fail(path, "malformed header (not a JSON object)")
+    return header
+
+
+def _check_entries(path, header: dict, buffer_len: int) -> tuple[dict, list]:
+    """Validate every tensor entry against the buffer's length: (metadata, sorted spans)."""
     metadata = header.pop("__metadata__", {})
     if not isinstance(metadata, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
         _fail(path, "malformed __metadata__ (must map strings to strings)")
-    buffer = memoryview(blob)[8 + n :]
-    spans, tensors = [], {}
+    spans = []
     for name, info in header.items():
         if not isinstance(info, dict):
             _fail(path, f"tensor {name!r}: malformed entry")
@@ -195,7 +244,7 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict, dict[str, Tensor]]:
             isinstance(offsets, list)
             and len(offsets) == 2
             and all(type(o) is int for o in offsets)
-            and 0 <= offsets[0] <= offsets[1] <= len(buffer)
+            and 0 <= offsets[0] <= offsets[1] <= buffer_len
         ):
             _fail(path, f"tensor {name!r}: data offsets out of range")
         begin, end = offsets
@@ -203,20 +252,25 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict, dict[str, Tensor]]:
             _fail(path, f"tensor {name!r}: {end - begin} bytes do not hold shape {shape} in F64")
         spans.append((begin, end, name))
     spans.sort()
-    for (_, end_a, a), (begin_b, _, b) in zip(spans, spans[1:]):
+    for (_, end_a, a), (begin_b, _, b) in zip(spans, spans[1:], strict=False):
         if begin_b < end_a:
             _fail(path, f"tensors {a!r} and {b!r} overlap")
-    for begin, end, name in spans:
-        tensors[name] = Tensor.from_bytes(tuple(header[name]["shape"]), bytes(buffer[begin:end]))
-    return metadata, tensors
+        if begin_b > end_a:
+            _fail(path, f"a gap of {begin_b - end_a} bytes lies between tensors {a!r} and {b!r}")
+    if spans and spans[0][0] != 0:
+        _fail(path, f"{spans[0][0]} unused bytes before the first tensor; the file is corrupt")
+    covered = spans[-1][1] if spans else 0
+    if covered != buffer_len:
+        _fail(path, f"{buffer_len - covered} bytes after the last tensor; the file is corrupt")
+    return metadata, spans
 
 
 def _json_meta(path, metadata: dict, key: str):
     if key not in metadata:
         _fail(path, f"metadata has no {key!r}; not a microgpt checkpoint")
     try:
-        return json.loads(metadata[key])
-    except (json.JSONDecodeError, RecursionError):
+        return _strict_loads(metadata[key])
+    except (ValueError, RecursionError):
         _fail(path, f"metadata {key!r} is not valid JSON")
 
 
@@ -243,6 +297,13 @@ def _rng_state(path, data):
     return state
 
 
+def _rng_state_meta(path, metadata: dict, key: str):
+    if key not in metadata:
+        return None
+    state = _rng_state(path, _json_meta(path, metadata, key))
+    return state
+
+
 def load(path: str | os.PathLike) -> Checkpoint:
     """Read and fully validate a microgpt checkpoint."""
     metadata, tensors = read_safetensors(path)
@@ -265,19 +326,23 @@ def load(path: str | os.PathLike) -> Checkpoint:
         Tokenizer(uchars)
     except TokenizerError:
         _fail(path, "vocab in metadata is not a list of distinct characters")
-    try:
-        step = int(metadata.get("step", "0"))
-    except ValueError:
-        _fail(path, "step in metadata is not an integer")
-    if step < 0:
-        _fail(path, "step in metadata is negative")
-    rng_state = None
-    if "rng_state" in metadata:
-        rng_state = _rng_state(path, _json_meta(path, metadata, "rng_state"))
+    step_text = metadata.get("step", "0")
+    if not (step_text.isascii() and step_text.isdigit() and len(step_text) <= 18):
+        _fail(path, f"step in metadata is not a non-negative integer: {step_text[:20]!r}")
+    step = int(step_text)
+    rng_state = _rng_state_meta(path, metadata, "rng_state")
+    window_rng_state = _rng_state_meta(path, metadata, "window_rng_state")
+    if "best_val_loss" in metadata:
+        try:
+            best = float(metadata["best_val_loss"])
+        except ValueError:
+            best = math.nan
+        if not math.isfinite(best):
+            _fail(path, "best_val_loss in metadata is not a finite number")
 
     n_matrices = 3 + 6 * model.n_layer
     if n_matrices > len(tensors):  # checked first: a hostile n_layer must not make us loop
-        _fail(path, f"config needs {n_matrices} matrices, the file holds {len(tensors)} tensors")
+        _fail(path, f"config needs {n_matrices} weight matrices, the file has {len(tensors)}")
     shapes = param_shapes(model, len(uchars) + 1)
     groups: dict[str, dict[str, Tensor]] = {"": {}, "adam.m.": {}, "adam.v.": {}}
     for name, t in tensors.items():
@@ -286,10 +351,12 @@ def load(path: str | os.PathLike) -> Checkpoint:
         if key not in shapes:
             _fail(path, f"unexpected tensor {name!r} for this config")
         if t.shape != shapes[key]:
-            want = list(shapes[key])
-            _fail(path, f"tensor {name!r} has shape {list(t.shape)}, config needs {want}")
+            need = list(shapes[key])
+            _fail(path, f"tensor {name!r} has shape {list(t.shape)}, config needs {need}")
         if not all(math.isfinite(x) for x in t.data):
             _fail(path, f"tensor {name!r} holds NaN or infinite values")
+        if prefix == "adam.v." and any(x < 0 for x in t.data):
+            _fail(path, f"tensor {name!r} holds negative values (Adam's second moment cannot)")
         groups[prefix][key] = t
     missing = [k for k in shapes if k not in groups[""]]
     if missing:
@@ -305,7 +372,7 @@ def load(path: str | os.PathLike) -> Checkpoint:
         adam_m = {k: groups["adam.m."][k] for k in shapes}
         adam_v = {k: groups["adam.v."][k] for k in shapes}
     known = {"format", "format_version", "preset", "model_config", "optim_config",
-             "train_config", "vocab", "step", "rng_state"}
+             "train_config", "vocab", "step", "rng_state", "window_rng_state"}
     extra = {k: v for k, v in metadata.items() if k not in known}
     return Checkpoint(
         model=model,
@@ -318,5 +385,6 @@ def load(path: str | os.PathLike) -> Checkpoint:
         step=step,
         preset=metadata.get("preset", "final"),
         rng_state=rng_state,
+        window_rng_state=window_rng_state,
         extra=extra,
     )

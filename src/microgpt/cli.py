@@ -10,27 +10,39 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import random
+import signal
 import sys
+import warnings
 from pathlib import Path
 
-from . import __version__
+from . import __version__, rundir
 from . import checkpoint as ckpt_io
-from .config import PRESETS, ConfigError, get_preset
-from .data import DataError, default_names_path, load_docs
+from .config import DOC_MODES, PRESETS, ConfigError, get_preset, to_dict
+from .data import DataError, default_names_path, load_docs, split_validation
 from .engine import ENGINES, EngineError, load_engine
 from .init import num_params
 from .sample import sample_lines
 from .tokenizer import TokenizerError
-from .train import new_trainer
+from .train import TrainingError, new_trainer, resume_trainer
+from .train import run as run_training
 
 DEFAULT_ENGINE = "ref"
-USER_ERRORS = (ConfigError, DataError, EngineError, ckpt_io.CheckpointError, TokenizerError)
+USER_ERRORS = (
+    ConfigError, DataError, EngineError, ckpt_io.CheckpointError, TokenizerError,
+    rundir.RunDirError, TrainingError,
+)
 
 
 class UsageError(Exception):
     """A mistake in how microgpt was called."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error (its default prints the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"microgpt: error: {message}; see '{self.prog} --help'\n")
 
 
 def say(*args) -> None:
@@ -47,12 +59,32 @@ def add_train_parser(sub) -> None:
         help="train a model and print samples",
         description="Train a model. The defaults reproduce the original microgpt run exactly.",
     )
-    p.add_argument("--preset", choices=sorted(PRESETS), default="final",
+    p.add_argument("--preset", choices=sorted(PRESETS),
                    help="which original revision to follow (default: final)")
-    p.add_argument("--engine", choices=list(ENGINES), default=DEFAULT_ENGINE,
-                   help=f"computation engine (default: {DEFAULT_ENGINE})")
+    p.add_argument("--engine", choices=list(ENGINES),
+                   help=f"computation engine (default: {DEFAULT_ENGINE}; on --resume, the run's)")
     p.add_argument("--data", metavar="PATH",
-                   help="UTF-8 text file, one document per line (default: the names dataset)")
+                   help="UTF-8 text file (default: the names dataset); see --doc-mode")
+    p.add_argument("--doc-mode", choices=DOC_MODES,
+                   help="documents are the file's non-empty lines (lines, the default), its "
+                   "blank-line separated paragraphs, or the whole text; documents longer than "
+                   "the context are trained on random windows (paragraphs, text)")
+    p.add_argument("--val-fraction", type=float, metavar="F",
+                   help="hold out this share of the documents (chosen with the seed) for "
+                   "validation (default 0: none)")
+    p.add_argument("--eval-every", type=int, metavar="N",
+                   help="validation loss and bits/char every N steps (needs --val-fraction; "
+                   "default: only after the last step)")
+    p.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="write DIR/model.safetensors every N steps (needs --out; default: only "
+                   "at the end and on Ctrl-C/SIGTERM)")
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue the run in DIR from its latest checkpoint, with its saved "
+                   "configs; the result is bit-identical to an uninterrupted run")
+    p.add_argument("--allow-data-change", action="store_true",
+                   help="with --resume: accept a data file whose sha256 differs from the run's")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar and no progress messages on stderr")
     p.add_argument("--steps", type=int, metavar="N", help="training steps (preset: 1000 / 500)")
     p.add_argument("--batch-size", type=int, metavar="B", help="documents per step (default 1)")
     p.add_argument("--seed", type=int, metavar="N", help="random seed (default 42)")
@@ -66,7 +98,8 @@ def add_train_parser(sub) -> None:
     p.add_argument("--num-samples", type=int, metavar="N",
                    help="samples printed after training (20)")
     p.add_argument("--out", metavar="DIR",
-                   help="run directory: metrics.jsonl and model.safetensors are written there")
+                   help="run directory: config.json, metrics.jsonl, model.safetensors (latest) "
+                   "and best.safetensors (lowest validation loss) are written there")
     p.add_argument("--force", action="store_true",
                    help="allow --out to point at a directory that already holds a run")
     p.set_defaults(func=cmd_train)
@@ -74,7 +107,7 @@ def add_train_parser(sub) -> None:
 
 def configs_from_args(args):
     """The preset's configs with the flags the user gave laid over them."""
-    preset = get_preset(args.preset)
+    preset = get_preset(args.preset or "final")
     model = dataclasses.replace(
         preset.model,
         **{k: v for k, v in [("n_embd", args.n_embd), ("n_head", args.n_head),
@@ -88,7 +121,8 @@ def configs_from_args(args):
         preset.train,
         **{k: v for k, v in [("num_steps", args.steps), ("batch_size", args.batch_size),
                              ("seed", args.seed), ("temperature", args.temperature),
-                             ("num_samples", args.num_samples)]
+                             ("num_samples", args.num_samples), ("doc_mode", args.doc_mode),
+                             ("val_fraction", args.val_fraction)]
            if v is not None},
     )
     for config in (model, optim, train):
@@ -96,60 +130,256 @@ def configs_from_args(args):
     return preset, model, optim, train
 
 
-def prepare_out_dir(out: str, force: bool) -> Path:
-    """Create the run directory; refuse to overwrite another run's files unless forced."""
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--out {out!r} exists and is not a directory; choose another path")
-    existing = [name for name in ("model.safetensors", "metrics.jsonl") if (path / name).exists()]
-    if existing and not force:
-        raise UsageError(
-            f"--out {out!r} already holds a run ({existing[0]}); choose a new directory "
-            "or pass --force to overwrite it"
-        )
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create --out {out!r}: {e.strerror}") from None
-    return path
+# Flags that shape the run itself; `--resume` uses the run's saved values and refuses these.
+FIXED_ON_RESUME = ("preset", "batch_size", "seed", "n_embd", "n_head", "n_layer", "block_size",
+                   "learning_rate", "doc_mode", "val_fraction", "out", "force")
+
+
+def loop_options(args, saved: dict[str, str]) -> tuple[int, int]:
+    """--eval-every and --checkpoint-every: the flags, else the run's saved values, else 0."""
+    values = []
+    for name in ("eval_every", "checkpoint_every"):
+        value = getattr(args, name)
+        if value is None:
+            value = int(saved.get(name, "0")) if saved.get(name, "0").isdigit() else 0
+        if value < 0:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} must be >= 0 (0 turns it off), got {value}")
+        values.append(value)
+    return values[0], values[1]
+
+
+class StopSignals:
+    """Turns the first SIGINT/SIGTERM into a request to stop after the current step (so a
+    checkpoint can be written); a second SIGINT/SIGTERM quits at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> StopSignals:
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def run_config(trainer, engine_name: str, eval_every: int, checkpoint_every: int) -> dict:
+    """What DIR/config.json records: enough for a person to see (and redo) the run."""
+    return {
+        "microgpt_version": __version__,
+        "preset": trainer.preset,
+        "engine": engine_name,
+        "data_path": trainer.extra.get("data_path"),
+        "data_sha256": trainer.extra.get("data_sha256"),
+        "num_train_docs": len(trainer.docs),
+        "num_val_docs": len(trainer.val_docs),
+        "vocab": "".join(trainer.tokenizer.uchars),
+        "model": to_dict(trainer.model),
+        "optim": to_dict(trainer.optim),
+        "train": to_dict(trainer.train),
+        "eval_every": eval_every,
+        "checkpoint_every": checkpoint_every,
+    }
 
 
 def cmd_train(args) -> int:
+    if args.resume:
+        return cmd_resume(args)
+    if args.allow_data_change:
+        raise UsageError("--allow-data-change only applies with --resume DIR")
     preset, model, optim, train = configs_from_args(args)
-    out = prepare_out_dir(args.out, args.force) if args.out else None
-    engine_cls = load_engine(args.engine)
+    eval_every, checkpoint_every = loop_options(args, {})
+    if checkpoint_every and not args.out:
+        raise UsageError("--checkpoint-every needs --out DIR to write the checkpoints to")
+    if eval_every and not train.val_fraction:
+        raise UsageError("--eval-every needs held-out documents; add --val-fraction F (e.g. 0.1)")
+    if args.out:
+        rundir.check_new(args.out, args.force)  # before anything is written
+    engine_name = args.engine or DEFAULT_ENGINE
+    engine_cls = load_engine(engine_name)
 
     rng = random.Random(train.seed)  # Let there be order among chaos
     data_path = Path(args.data) if args.data else default_names_path()
-    docs, data_sha256 = load_docs(data_path, rng)
+    docs, data_sha256 = load_docs(data_path, rng, train.doc_mode)
+    train_docs, val_docs = split_validation(docs, train.val_fraction)
     print(f"num docs: {len(docs)}")
+    extra = {
+        "data_sha256": data_sha256,
+        "data_path": str(data_path.resolve()),
+        "eval_every": str(eval_every),
+        "checkpoint_every": str(checkpoint_every),
+    }
     trainer = new_trainer(
-        engine_cls, docs, model, optim, train, rng,
-        preset=preset.name, extra={"data_sha256": data_sha256, "data_path": str(data_path)},
+        engine_cls, train_docs, model, optim, train, rng,
+        preset=preset.name, extra=extra, val_docs=val_docs,
     )
     print(f"vocab size: {trainer.tokenizer.vocab_size}")
     print(f"num params: {num_params(model, trainer.tokenizer.vocab_size)}")
+    if val_docs and not args.quiet:
+        say(f"validation: {len(val_docs)} held-out document(s), {len(train_docs)} for training")
+    run = None
+    if args.out:
+        config = run_config(trainer, engine_name, eval_every, checkpoint_every)
+        run = rundir.RunDir.create(args.out, args.force, config)
+    header = preset.inference_header
+    return train_and_sample(args, trainer, run, eval_every, checkpoint_every, header)
 
-    metrics = open(out / "metrics.jsonl", "w", encoding="utf-8") if out else None
+
+def cmd_resume(args) -> int:
+    """`train --resume DIR`: the run's saved configs, weights, Adam state, RNGs and step."""
+    given = [name for name in FIXED_ON_RESUME if getattr(args, name) is not None]
+    fixed = [name for name in given if getattr(args, name) is not False]  # 0 is a value
+    if fixed:
+        flag = "--" + fixed[0].replace("_", "-")
+        raise UsageError(
+            f"{flag} cannot change when resuming (the run's saved configuration is used); "
+            "start a new run to change it"
+        )
+    ckpt_path = rundir.check_resumable(args.resume)
+    ckpt = ckpt_io.load(ckpt_path)
+    preset = get_preset(ckpt.preset)
+    train = dataclasses.replace(
+        ckpt.train,
+        **{k: v for k, v in [("num_steps", args.steps), ("temperature", args.temperature),
+                             ("num_samples", args.num_samples)] if v is not None},
+    )
+    train.validate()
+    if train.num_steps < ckpt.step:
+        raise UsageError(
+            f"--steps {train.num_steps} is fewer than the {ckpt.step} steps this run has done"
+        )
+    eval_every, checkpoint_every = loop_options(args, ckpt.extra)
+    engine_name = args.engine or ckpt.extra.get("engine", DEFAULT_ENGINE)
+    engine_cls = load_engine(engine_name)
+
+    if args.data:
+        data_path = Path(args.data)
+    elif "data_path" in ckpt.extra:
+        data_path = Path(ckpt.extra["data_path"])
+    else:
+        data_path = default_names_path()
+    rng = random.Random(train.seed)  # the same shuffle, hence the same documents in order
+    docs, data_sha256 = load_docs(data_path, rng, train.doc_mode)
+    recorded = ckpt.extra.get("data_sha256")
+    if recorded and recorded != data_sha256 and not args.allow_data_change:
+        raise DataError(
+            f"data file {str(data_path)!r} is not the one this run trained on (sha256 "
+            f"{data_sha256[:12]}... differs from the recorded {recorded[:12]}...); pass the "
+            "run's data with --data, or --allow-data-change to continue on this one"
+        )
+    train_docs, val_docs = split_validation(docs, train.val_fraction)
+    trainer = resume_trainer(engine_cls, ckpt, train_docs, val_docs, train=train)
+    trainer.extra.update(
+        data_sha256=data_sha256, data_path=str(data_path.resolve()),
+        eval_every=str(eval_every), checkpoint_every=str(checkpoint_every),
+    )
+    config = run_config(trainer, engine_name, eval_every, checkpoint_every)
+    run = rundir.RunDir.reopen(ckpt_path.parent, ckpt.step, config)
+    if not args.quiet:
+        say(f"resuming {ckpt_path} at step {ckpt.step} of {train.num_steps}")
+    header = preset.inference_header
+    return train_and_sample(args, trainer, run, eval_every, checkpoint_every, header)
+
+
+def progress_bar(args, trainer):
+    """A tqdm bar on stderr, only for a person watching: stderr is a terminal, no --quiet.
+    It appears after 2 seconds, so short runs never show it."""
+    if args.quiet or trainer.done or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=trainer.train.num_steps, initial=trainer.step_count, file=sys.stderr,
+                unit="step", delay=2.0, dynamic_ncols=True, leave=False)
+
+
+def train_and_sample(args, trainer, run, eval_every, checkpoint_every, inference_header) -> int:
+    """Train to the end (writing through `run`, if any), then print the samples.
+
+    Stdout gets one line per step from the first step not yet done, then the samples; so
+    an interrupted run's stdout followed by its resumed run's is the uninterrupted stdout.
+    """
+    total = trainer.train.num_steps
+    bar = progress_bar(args, trainer)
+
+    def out(line: str) -> None:
+        if bar is not None:
+            bar.write(line, file=sys.stdout)
+        else:
+            print(line)
+
+    def on_step(result) -> None:
+        out(f"step {result.step:4d} / {total:4d} | loss {result.loss:.4f}")
+        if run is not None:
+            run.log({"step": result.step, "loss": result.loss, "lr": result.lr})
+        if bar is not None:
+            bar.set_postfix_str(f"loss {result.loss:.4f}", refresh=False)
+            bar.update(1)
+
+    def on_eval(step, evaluation, is_best) -> None:
+        if not args.quiet:
+            line = (f"step {step}: val loss {evaluation.loss:.4f}, "
+                    f"{evaluation.bits_per_char:.4f} bits/char" + (" (best)" if is_best else ""))
+            bar.write(line, file=sys.stderr) if bar is not None else say(line)
+        if run is not None:
+            run.log({"step": step, "val_loss": evaluation.loss,
+                     "val_bpc": evaluation.bits_per_char})
+            if is_best:
+                run.save(trainer.checkpoint(), best=True)
+
+    def on_checkpoint(reason: str) -> None:
+        if run is not None:
+            run.save(trainer.checkpoint())
+
+    stop = StopSignals()
     try:
-        while not trainer.done:
-            result = trainer.step()
-            print(f"step {result.step:4d} / {train.num_steps:4d} | loss {result.loss:.4f}")
-            if metrics:
-                metrics.write(json.dumps({"step": result.step, "loss": result.loss,
-                                          "lr": result.lr}) + "\n")
+        with stop, warnings.catch_warnings():
+            # Array engines warn on overflow before the loss turns NaN; the loop reports a
+            # diverged run in one line (TrainingError), so those warnings are only noise.
+            warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) "
+                                    "encountered", RuntimeWarning)
+            run_training(trainer, eval_every=eval_every, checkpoint_every=checkpoint_every,
+                         on_step=on_step, on_eval=on_eval, on_checkpoint=on_checkpoint,
+                         should_stop=stop.requested)
+    except TrainingError as e:
+        if run is not None and run.saved_step is not None:
+            kept = f"the last good checkpoint, {run.latest} (step {run.saved_step}), is kept"
+        else:
+            kept = "no checkpoint was written (use --out DIR --checkpoint-every N)"
+        raise TrainingError(f"{e}; {kept}") from None
     finally:
-        if metrics:
-            metrics.close()
-    if out:
-        # Saved before sampling: `microgpt sample` on this file, without --seed, continues
-        # the same random stream and prints the same samples as below.
-        ckpt_io.save(out / "model.safetensors", trainer.checkpoint())
-        say(f"saved {out / 'model.safetensors'} and {out / 'metrics.jsonl'}")
+        if bar is not None:
+            bar.close()
+        if run is not None:
+            run.close()
+    sys.stdout.flush()
+    if stop.signum is not None:
+        where = f"step {trainer.step_count} of {total}"
+        if run is not None:
+            saved = f"saved {run.latest}; continue with: microgpt train --resume {run.path}"
+        else:
+            saved = "nothing was saved (no --out DIR)"
+        say(f"microgpt: interrupted by {signal.Signals(stop.signum).name} at {where}; {saved}")
+        return 128 + stop.signum
+    if run is not None and not args.quiet:
+        say(f"saved {run.latest} and {run.path / rundir.METRICS}")
 
-    print(f"\n{preset.inference_header}")
-    for line in sample_lines(trainer.engine, trainer.tokenizer, rng, train.num_samples,
-                             train.temperature):
+    print(f"\n{inference_header}")
+    for line in sample_lines(trainer.engine, trainer.tokenizer, trainer.rng,
+                             trainer.train.num_samples, trainer.train.temperature):
         print(line, flush=True)
     return 0
 
@@ -196,7 +426,7 @@ def cmd_sample(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="microgpt",
         description="Train and sample a tiny GPT: the original microgpt algorithm, as software.",
     )

@@ -13,6 +13,12 @@ from dataclasses import dataclass, field
 
 MLP_ACTIVATIONS = ("relu", "relu2")  # relu2 = ReLU squared, the first revision's MLP
 LR_SCHEDULES = ("linear", "cosine")
+DOC_MODES = ("lines", "paragraphs", "text")  # see data.split_documents
+
+
+def _is_int(value) -> bool:
+    """An int that is not a bool (JSON `true` must not pass for a size of 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class ConfigError(ValueError):
@@ -38,7 +44,7 @@ class ModelConfig:
     def validate(self) -> None:
         for name in ("n_layer", "n_embd", "n_head", "block_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not _is_int(value) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head:
             raise ConfigError(
@@ -84,15 +90,22 @@ class TrainConfig:
     seed: int = 42
     temperature: float = 0.5  # for the samples printed after training
     num_samples: int = 20
+    doc_mode: str = "lines"  # how the data file splits into documents (data.DOC_MODES)
+    val_fraction: float = 0.0  # share of the documents held out for validation
 
     def validate(self) -> None:
-        if not isinstance(self.num_steps, int) or self.num_steps < 0:
+        if not _is_int(self.num_steps) or self.num_steps < 0:
             raise ConfigError(f"steps must be an integer >= 0, got {self.num_steps!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+        if not _is_int(self.batch_size) or self.batch_size < 1:
             raise ConfigError(f"batch size must be a positive integer, got {self.batch_size!r}")
+        if self.doc_mode not in DOC_MODES:
+            modes = ", ".join(DOC_MODES)
+            raise ConfigError(f"doc mode must be one of {modes}, got {self.doc_mode!r}")
+        if not (isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction < 1):
+            raise ConfigError(f"val fraction must be a number in [0, 1), got {self.val_fraction!r}")
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
             raise ConfigError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
-        if not isinstance(self.num_samples, int) or self.num_samples < 0:
+        if not _is_int(self.num_samples) or self.num_samples < 0:
             raise ConfigError(f"num samples must be an integer >= 0, got {self.num_samples!r}")
 
 

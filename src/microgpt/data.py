@@ -14,6 +14,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from .config import DOC_MODES  # lines, paragraphs, text
+
 NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/refs/heads/master/names.txt"
 NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
 CACHE_ENV = "MICROGPT_CACHE_DIR"
@@ -92,7 +94,6 @@ def split_lines(text: str) -> list[str]:
     return [line.strip() for line in text.strip().split("\n") if line.strip()]
 
 
-DOC_MODES = ("lines", "paragraphs", "text")
 
 
 def split_paragraphs(text: str) -> list[str]:
@@ -132,3 +133,30 @@ def load_docs(
         raise DataError(f"data file {str(path)!r} holds no documents (empty or only whitespace)")
     rng.shuffle(docs)
     return docs, digest
+
+
+def split_validation(docs: list[str], fraction: float) -> tuple[list[str], list[str]]:
+    """Hold out `fraction` of the (already shuffled, so seed-chosen) documents: (train, val).
+
+    The held-out documents are the last ones of the shuffled list, so the split costs no
+    random draws and a run without validation is unchanged. A single document (`--doc-mode
+    text`) is split by characters instead: its last `fraction` becomes the validation text.
+    """
+    if fraction == 0:
+        return docs, []
+    if len(docs) == 1:
+        text = docs[0]
+        n_val = int(len(text) * fraction)
+        if n_val < 1 or n_val >= len(text):
+            raise DataError(
+                f"--val-fraction {fraction} leaves no text for training or validation "
+                f"({len(text)} characters); use more text or another fraction"
+            )
+        return [text[:-n_val]], [text[-n_val:]]
+    n_val = max(1, round(len(docs) * fraction))
+    if n_val >= len(docs):
+        raise DataError(
+            f"--val-fraction {fraction} holds out all {len(docs)} documents; lower it "
+            "or use more data"
+        )
+    return docs[:-n_val], docs[-n_val:]

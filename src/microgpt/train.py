@@ -3,20 +3,39 @@
 A `Trainer` owns what the original program keeps at top level: the run's random generator,
 the shuffled documents, the tokenizer and the step counter. It hands the engine one batch
 per step, applies the learning-rate schedule and asks for the Adam update. The CLI, the
-studio and the tests all drive the same `Trainer.step`.
+studio and the tests all drive the same `Trainer.step`; `run` is the loop around it
+(evaluation, checkpoints, stopping) that the CLI uses, with hooks for everything it writes.
+
+Documents longer than the context (`--doc-mode paragraphs` or `text`) are trained on random
+windows drawn from a second generator, `window_rng`, seeded from the run's seed. It is
+separate so that the original's random stream (shuffle, weights, samples) is untouched, and
+its state is saved in checkpoints so that a resumed run draws the same windows.
 """
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import checkpoint as ckpt_io
 from .config import ModelConfig, OptimConfig, TrainConfig
 from .engine import Engine
+from .evaluate import Evaluation, evaluate
 from .init import init_params
 from .schedule import learning_rate
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, TokenizerError
+
+
+class TrainingError(Exception):
+    """A run that cannot go on (its loss, weights or Adam moments became NaN or infinite)."""
+
+
+def window_rng_for(seed: int) -> random.Random:
+    """The generator of random windows, derived from the run's seed (a str seed is hashed
+    with SHA-512 by `random.seed`, so it is the same on every Python and machine)."""
+    return random.Random(f"microgpt-windows-{seed}")
 
 
 @dataclass
@@ -38,16 +57,33 @@ class Trainer:
         step: int = 0,
         preset: str = "final",
         extra: dict[str, str] | None = None,
+        val_docs: list[str] | None = None,
+        window_rng: random.Random | None = None,
+        best_val_loss: float | None = None,
     ):
         self.engine = engine
         self.tokenizer = tokenizer
-        self.docs = docs
+        self.docs = docs  # training documents
+        self.val_docs = list(val_docs or [])  # held-out documents (--val-fraction)
         self.optim = optim
         self.train = train
         self.rng = rng
+        self.window_rng = window_rng if window_rng is not None else window_rng_for(train.seed)
         self.step_count = step  # completed steps
         self.preset = preset
         self.extra = dict(extra or {})
+        self.best_val_loss = best_val_loss  # lowest validation loss seen so far
+        self._token_cache: dict[str, list[int]] = {}
+        self._token_cache_docs: list[str] | None = None
+
+    def _tokens(self, doc: str) -> list[int]:
+        # NOTE: cached because a `--doc-mode text` document is the whole file; encoding a
+        # megabyte every step would cost more than the step.
+        if self._token_cache_docs is not self.docs:
+            self._token_cache, self._token_cache_docs = {}, self.docs
+        if doc not in self._token_cache:
+            self._token_cache[doc] = self.tokenizer.doc_tokens(doc)
+        return self._token_cache[doc]
 
     @property
     def model(self) -> ModelConfig:
@@ -60,43 +96,90 @@ class Trainer:
     def batch(self, step: int) -> list[list[int]]:
         """The token sequences of 0-based `step`: documents step*B .. step*B+B-1 (cyclic).
 
-        Each is [BOS] + doc + [BOS], cut to block_size + 1 tokens as the original's
-        `n = min(block_size, len(tokens) - 1)` does.
+        Each is [BOS] + doc + [BOS]. In `lines` mode it is cut to block_size + 1 tokens as
+        the original's `n = min(block_size, len(tokens) - 1)` does; in the other modes a
+        longer document gives a random window of block_size + 1 tokens (from `window_rng`,
+        so call this once per step: `step` does).
         """
         B, block_size = self.train.batch_size, self.model.block_size
+        windows = self.train.doc_mode != "lines"
         out = []
         for b in range(B):
             doc = self.docs[(step * B + b) % len(self.docs)]
-            tokens = self.tokenizer.doc_tokens(doc)
+            tokens = self._tokens(doc)
+            if windows and len(tokens) > block_size + 1:
+                start = self.window_rng.randrange(len(tokens) - block_size)
+                out.append(tokens[start : start + block_size + 1])
+                continue
             n = min(block_size, len(tokens) - 1)
             out.append(tokens[: n + 1])
         return out
 
     def step(self) -> StepResult:
-        """Train one step: forward, backward, Adam with the scheduled learning rate."""
+        """Train one step: forward, backward, Adam with the scheduled learning rate.
+
+        A loss that is NaN or infinite raises TrainingError before the update, so the
+        weights stay those of the last good step.
+        """
         step = self.step_count
-        loss = self.engine.forward_backward(self.batch(step))
         lr_t = learning_rate(self.optim, step, self.train.num_steps)
+        why = ""
+        try:
+            loss = self.engine.forward_backward(self.batch(step))
+        except (OverflowError, ZeroDivisionError, ValueError) as e:
+            # Python floats raise where arrays give inf/NaN: the scalar engine's blow-up
+            # shows up as `math range error`, `math domain error` (log 0) or a division by 0.
+            if isinstance(e, ValueError) and "math domain error" not in str(e):
+                raise
+            loss, why = math.nan, f" ({e})"
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"the loss became {loss} at step {step + 1}{why}; training diverged. Try a "
+                f"lower --learning-rate (this run: {self.optim.learning_rate:g}) or a smaller "
+                "model"
+            )
         self.engine.adam_step(lr_t, step + 1)
         self.step_count = step + 1
         return StepResult(step=step + 1, loss=loss, lr=lr_t)
 
     def checkpoint(self) -> ckpt_io.Checkpoint:
-        """Everything needed to sample from, or continue, this run."""
+        """Everything needed to sample from, or continue, this run.
+
+        Raises TrainingError when a weight or an Adam moment is NaN or infinite (a diverged
+        run whose loss has not shown it yet): such a checkpoint could not be loaded anyway,
+        and refusing it keeps the last good one on disk.
+        """
         m, v = self.engine.optimizer_state()
+        params = self.engine.parameters()
+        for kind, tensors in (("weight", params), ("Adam moment", m), ("Adam moment", v)):
+            for name, t in tensors.items():
+                if not all(map(math.isfinite, t.data)):
+                    raise TrainingError(
+                        f"the {kind} {name} became NaN or infinite by step {self.step_count}; "
+                        f"training diverged. Try a lower --learning-rate (this run: "
+                        f"{self.optim.learning_rate:g}) or a smaller model"
+                    )
+        extra = {**self.extra, "engine": self.engine.name}
+        if self.best_val_loss is not None:
+            extra["best_val_loss"] = repr(self.best_val_loss)
         return ckpt_io.Checkpoint(
             model=self.model,
             optim=self.optim,
             train=self.train,
             uchars=self.tokenizer.uchars,
-            params=self.engine.parameters(),
+            params=params,
             adam_m=m,
             adam_v=v,
             step=self.step_count,
             preset=self.preset,
             rng_state=self.rng.getstate(),
-            extra={**self.extra, "engine": self.engine.name},
+            window_rng_state=self.window_rng.getstate(),
+            extra=extra,
         )
+
+    def evaluate(self) -> Evaluation:
+        """Loss and bits per character on the held-out documents (no gradients)."""
+        return evaluate(self.engine, self.tokenizer, self.val_docs)
 
 
 def new_trainer(
@@ -109,9 +192,101 @@ def new_trainer(
     dtype: str = "float64",
     preset: str = "final",
     extra: dict[str, str] | None = None,
+    val_docs: list[str] | None = None,
 ) -> Trainer:
-    """A fresh run over already-shuffled `docs`: tokenizer, then weights drawn from `rng`."""
-    tokenizer = Tokenizer.from_docs(docs)
+    """A fresh run over already-shuffled `docs`: tokenizer, then weights drawn from `rng`.
+
+    The vocabulary covers the held-out `val_docs` too, so that they can be scored.
+    """
+    tokenizer = Tokenizer.from_docs(list(docs) + list(val_docs or []))
     params = init_params(model, tokenizer.vocab_size, rng)
     engine = engine_cls(model, optim, tokenizer.vocab_size, params, dtype=dtype)
-    return Trainer(engine, tokenizer, docs, optim, train, rng, preset=preset, extra=extra)
+    return Trainer(
+        engine, tokenizer, docs, optim, train, rng, preset=preset, extra=extra, val_docs=val_docs
+    )
+
+
+def resume_trainer(
+    engine_cls: type[Engine],
+    ckpt: ckpt_io.Checkpoint,
+    docs: list[str],
+    val_docs: list[str] | None = None,
+    train: TrainConfig | None = None,
+    dtype: str = "float64",
+) -> Trainer:
+    """Continue the run saved in `ckpt` over the same (re-read, re-shuffled) documents.
+
+    Weights, Adam's moments, the step, both random generators and the best validation loss
+    come from the checkpoint, so the continued run is bit for bit the uninterrupted one.
+    `train` may replace the saved TrainConfig (e.g. more steps).
+    """
+    if ckpt.adam_m is None or ckpt.adam_v is None:
+        raise ckpt_io.CheckpointError(
+            "the checkpoint holds no optimizer state (a weights-only file); it cannot be resumed"
+        )
+    tokenizer = ckpt.tokenizer
+    unknown = sorted(tokenizer.unknown("".join(docs) + "".join(val_docs or [])))
+    if unknown:
+        shown = ", ".join(repr(ch) for ch in unknown[:10])
+        more = f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""
+        raise TokenizerError(
+            f"the data holds characters outside the checkpoint's vocabulary: {shown}{more}; "
+            "resume with the run's own data or start a new run"
+        )
+    train = train or ckpt.train
+    engine = engine_cls(ckpt.model, ckpt.optim, tokenizer.vocab_size, ckpt.params, dtype=dtype)
+    engine.load_optimizer_state(ckpt.adam_m, ckpt.adam_v)
+    window_rng = window_rng_for(train.seed)
+    if ckpt.window_rng_state is not None:
+        window_rng.setstate(ckpt.window_rng_state)
+    extra = dict(ckpt.extra)
+    best = extra.pop("best_val_loss", None)
+    return Trainer(
+        engine, tokenizer, docs, ckpt.optim, train, ckpt.rng(), step=ckpt.step,
+        preset=ckpt.preset, extra=extra, val_docs=val_docs, window_rng=window_rng,
+        best_val_loss=float(best) if best is not None else None,
+    )
+
+
+def run(
+    trainer: Trainer,
+    *,
+    eval_every: int = 0,
+    checkpoint_every: int = 0,
+    on_step: Callable[[StepResult], None] | None = None,
+    on_eval: Callable[[int, Evaluation, bool], None] | None = None,
+    on_checkpoint: Callable[[str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> bool:
+    """Train until done; True when every step ran, False when `should_stop` ended it early.
+
+    Engine-agnostic and free of I/O: everything written goes through the hooks, in this
+    order per step: `on_step(result)`; then, every `eval_every` steps and after the last
+    one (when there are held-out documents), `on_eval(step, evaluation, is_best)`; then,
+    every `checkpoint_every` steps, `on_checkpoint("periodic")`. At the end
+    `on_checkpoint("final")`, or `on_checkpoint("stop")` when stopped early.
+    `should_stop` is asked before every step (a signal handler sets what it reads).
+    """
+    while not trainer.done:
+        if should_stop is not None and should_stop():
+            if on_checkpoint is not None:
+                on_checkpoint("stop")
+            return False
+        result = trainer.step()
+        if on_step is not None:
+            on_step(result)
+        step = result.step
+        last = step == trainer.train.num_steps
+        if trainer.val_docs and ((eval_every and step % eval_every == 0) or last):
+            evaluation = trainer.evaluate()
+            is_best = trainer.best_val_loss is None or evaluation.loss < trainer.best_val_loss
+            if is_best:
+                trainer.best_val_loss = evaluation.loss
+            if on_eval is not None:
+                on_eval(step, evaluation, is_best)
+        if checkpoint_every and step % checkpoint_every == 0 and not last:
+            if on_checkpoint is not None:
+                on_checkpoint("periodic")
+    if on_checkpoint is not None:
+        on_checkpoint("final")
+    return True

@@ -1,0 +1,77 @@
+"""Helpers for the run / resume / bad-input tests: engines to parametrize over, a CLI runner
+in a subprocess, and snapshots of a directory tree."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from microgpt import checkpoint as ckpt_io
+from microgpt.engine import EngineError, load_engine
+
+ENGINE_NAMES = ["ref", "numpy"]
+
+# A tiny model: the reference engine does a step of it in a few milliseconds.
+TINY = ["--n-embd", "4", "--n-head", "2", "--n-layer", "1", "--block-size", "8"]
+
+
+def require_engine(name: str) -> str:
+    """Skip (only) when the engine is not part of this installation."""
+    try:
+        load_engine(name)
+    except EngineError as e:
+        pytest.skip(f"engine {name!r} unavailable: {e}")
+    return name
+
+
+def cli(args: list[str], env: dict[str, str], **kw) -> subprocess.CompletedProcess:
+    """`microgpt ARGS` in a fresh interpreter."""
+    return subprocess.run(
+        [sys.executable, "-m", "microgpt", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kw,
+    )
+
+
+def popen(args: list[str], env: dict[str, str], **kw) -> subprocess.Popen:
+    env = {**env, "PYTHONUNBUFFERED": "1"}  # step lines arrive as they are printed
+    return subprocess.Popen(
+        [sys.executable, "-m", "microgpt", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every regular file under `root` with its bytes (and mode, to catch chmods)."""
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            p = Path(dirpath) / name
+            try:
+                out[str(p)] = p.read_bytes() + oct(p.stat().st_mode).encode()
+            except PermissionError:
+                out[str(p)] = b"<unreadable>" + oct(p.stat().st_mode).encode()
+    return out
+
+
+def assert_same_state(a: ckpt_io.Checkpoint, b: ckpt_io.Checkpoint) -> None:
+    """Every weight and every Adam moment `==` (bit for bit), and the same step / RNGs."""
+    assert a.step == b.step
+    assert list(a.params) == list(b.params)
+    for name in a.params:
+        assert a.params[name].data == b.params[name].data, name
+        assert a.adam_m[name].data == b.adam_m[name].data, name
+        assert a.adam_v[name].data == b.adam_v[name].data, name
+    assert a.rng_state == b.rng_state
+    assert a.window_rng_state == b.window_rng_state
