@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import __version__
 from . import checkpoint as ckpt_io
+from .bench import add_bench_parser
 from .config import PRESETS, ConfigError, get_preset
 from .data import DataError, default_names_path, load_docs
 from .engine import ENGINES, EngineError, load_engine
@@ -25,7 +26,8 @@ from .sample import sample_lines
 from .tokenizer import TokenizerError
 from .train import new_trainer
 
-DEFAULT_ENGINE = "ref"
+DEFAULT_ENGINE = "numpy"
+DTYPES = ("float64", "float32")
 USER_ERRORS = (ConfigError, DataError, EngineError, ckpt_io.CheckpointError, TokenizerError)
 
 
@@ -51,6 +53,9 @@ def add_train_parser(sub) -> None:
                    help="which original revision to follow (default: final)")
     p.add_argument("--engine", choices=list(ENGINES), default=DEFAULT_ENGINE,
                    help=f"computation engine (default: {DEFAULT_ENGINE})")
+    p.add_argument("--dtype", choices=DTYPES, default="float64",
+                   help="float precision of the engine (default: float64, which matches the "
+                   "reference; float32 is faster, numpy engine only)")
     p.add_argument("--data", metavar="PATH",
                    help="UTF-8 text file, one document per line (default: the names dataset)")
     p.add_argument("--steps", type=int, metavar="N", help="training steps (preset: 1000 / 500)")
@@ -124,7 +129,7 @@ def cmd_train(args) -> int:
     docs, data_sha256 = load_docs(data_path, rng)
     print(f"num docs: {len(docs)}")
     trainer = new_trainer(
-        engine_cls, docs, model, optim, train, rng,
+        engine_cls, docs, model, optim, train, rng, dtype=args.dtype,
         preset=preset.name, extra={"data_sha256": data_sha256, "data_path": str(data_path)},
     )
     print(f"vocab size: {trainer.tokenizer.vocab_size}")
@@ -172,6 +177,8 @@ def add_sample_parser(sub) -> None:
                    help="random seed (default: continue the checkpoint's saved random state)")
     p.add_argument("--engine", choices=list(ENGINES), default=DEFAULT_ENGINE,
                    help=f"computation engine (default: {DEFAULT_ENGINE})")
+    p.add_argument("--dtype", choices=DTYPES, default="float64",
+                   help="float precision of the engine (default: float64)")
     p.set_defaults(func=cmd_sample)
 
 
@@ -185,7 +192,9 @@ def cmd_sample(args) -> int:
     train.validate()
     engine_cls = load_engine(args.engine)
     tokenizer = ckpt.tokenizer
-    engine = engine_cls(ckpt.model, ckpt.optim, tokenizer.vocab_size, ckpt.params)
+    engine = engine_cls(
+        ckpt.model, ckpt.optim, tokenizer.vocab_size, ckpt.params, dtype=args.dtype
+    )
     rng = random.Random(args.seed) if args.seed is not None else ckpt.rng()
     for line in sample_lines(engine, tokenizer, rng, train.num_samples, train.temperature):
         print(line, flush=True)
@@ -204,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_train_parser(sub)
     add_sample_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 
