@@ -50,24 +50,27 @@ def embedding_backward(
 
 # --- rmsnorm -----------------------------------------------------------------------------------
 
+# Row-wise dot products in one call (NumPy >= 2 has the vecdot ufunc; einsum elsewhere).
+rowdot = getattr(np, "vecdot", None) or (lambda a, b: np.einsum("...i,...i->...", a, b))
+
 
 def rmsnorm_forward(x: np.ndarray) -> tuple[np.ndarray, tuple]:
     """y = x * (mean(x^2) + 1e-5) ** -0.5 over the last axis, the original's rmsnorm (no gain)."""
     C = x.shape[-1]
-    ms = (x * x).sum(-1, keepdims=True) / C  # (N, 1)
-    scale = (ms + 1e-5) ** -0.5  # (N, 1)
+    scale = ((rowdot(x, x) / C + 1e-5) ** -0.5)[:, None]  # (N, 1)
     out = x * scale  # (N, C)
-    return out, (x, scale)
+    return out, (out, scale)
 
 
 def rmsnorm_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
-    """dx = s * dy - x * s^3 / C * sum(dy * x), from y = x * s, s = (ms + eps)^-1/2."""
-    x, scale = cache  # (N, C), (N, 1)
-    C = x.shape[-1]
-    dot = (dout * x).sum(-1, keepdims=True)  # (N, 1)
-    coef = dot * (scale * scale * scale / C)  # (N, 1)
-    dx = dout * scale  # (N, C)
-    dx -= x * coef  # (N, C)
+    """dx = s * (dy - y * mean(dy * y)), from y = x * s, s = (mean(x^2) + eps)^-1/2.
+
+    (The textbook s * dy - x * s^3 / C * sum(dy * x), written with y = x * s: fewer calls.)
+    """
+    y, scale = cache  # (N, C), (N, 1)
+    C = y.shape[-1]
+    dx = dout - y * (rowdot(dout, y) / C)[:, None]  # (N, C)
+    dx *= scale  # (N, C)
     return dx
 
 
@@ -110,9 +113,9 @@ def attention_forward(
     att = q @ k.transpose(0, 1, 3, 2)  # (B, NH, T, T)
     att /= HS**0.5  # the original divides each dot product by head_dim**0.5
     att += mask  # (B, NH, T, T)
-    att -= att.max(-1, keepdims=True)  # (B, NH, T, T)
+    att -= np.maximum.reduce(att, axis=-1, keepdims=True)  # (B, NH, T, T)
     np.exp(att, out=att)  # (B, NH, T, T)
-    att /= att.sum(-1, keepdims=True)  # (B, NH, T, T)
+    att /= np.add.reduce(att, axis=-1, keepdims=True)  # (B, NH, T, T)
     y = att @ v  # (B, NH, T, HS)
     out = y.transpose(0, 2, 1, 3).reshape(B * T, C)  # (N, C)
     return out, (q, k, v, att)
@@ -127,7 +130,7 @@ def attention_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     np.matmul(att.transpose(0, 1, 3, 2), dy, out=dqkv[2])  # dv: (B, NH, T, HS)
     datt = dy @ v.transpose(0, 1, 3, 2)  # (B, NH, T, T)
     # softmax backward: d logit = a * (d a - sum(d a * a)); masked entries have a = 0
-    datt -= (datt * att).sum(-1, keepdims=True)  # (B, NH, T, T)
+    datt -= rowdot(datt, att)[..., None]  # (B, NH, T, T)
     datt *= att  # (B, NH, T, T)
     datt /= HS**0.5  # (B, NH, T, T)
     np.matmul(datt, k, out=dqkv[0])  # dq: (B, NH, T, HS)
@@ -147,7 +150,8 @@ def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def relu_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
     x = cache  # (N, 4C)
     # the original's relu passes gradient where x > 0 (float(x > 0)), none at exactly 0
-    return np.where(x > 0, dout, 0)  # (N, 4C)
+    dout *= x > 0  # (N, 4C)
+    return dout
 
 
 def relu2_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -172,25 +176,29 @@ def crossentropy_forward(
     logits (N, V); rows (n,) indexes the N rows that predict a real token, targets (n,) says
     which token.
     """
-    probs = logits - logits.max(-1, keepdims=True)  # (N, V)
+    probs = logits - np.maximum.reduce(logits, axis=-1, keepdims=True)  # (N, V)
     np.exp(probs, out=probs)  # (N, V)
-    probs /= probs.sum(-1, keepdims=True)  # (N, V)
-    n = len(rows)
-    loss = -np.log(probs[rows, targets]).sum() * (1 / n)  # the original's (1 / n) * sum(losses)
-    return float(loss), (probs, rows, targets)
+    probs /= np.add.reduce(probs, axis=-1, keepdims=True)  # (N, V)
+    # the original's (1 / n) * sum(losses), losses = -log(p): the sum negated once
+    loss = -float(np.add.reduce(np.log(probs[rows, targets]))) * (1 / len(rows))
+    return loss, (probs, rows, targets)
 
 
-def crossentropy_backward(cache: tuple, row_weight: np.ndarray | None) -> np.ndarray:
+def crossentropy_backward(
+    cache: tuple, row_weight: np.ndarray | None, eye: np.ndarray
+) -> np.ndarray:
     """d loss/d logits = (probs - onehot(target)) / n on scored rows, 0 on padding.
 
-    `row_weight` (N, 1) is 1 on scored rows and 0 on padding, or None when nothing is padded.
-    Overwrites the cached probabilities.
+    `row_weight` (N, 1) is 1/n on scored rows and 0 on padding, or None when nothing is
+    padded; `eye` is the (V, V) identity. Overwrites the cached probabilities.
     """
     probs, rows, targets = cache  # (N, V), (n,), (n,)
     dlogits = probs  # (N, V)
-    dlogits[rows, targets] -= 1
-    dlogits *= 1 / len(rows)
-    if row_weight is not None:
+    if row_weight is None:  # every row is scored: rows == 0..N-1
+        dlogits -= eye[targets]  # (N, V)
+        dlogits *= 1 / len(rows)
+    else:
+        dlogits[rows, targets] -= 1
         dlogits *= row_weight  # (N, V)
     return dlogits
 

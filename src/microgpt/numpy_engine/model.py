@@ -147,7 +147,7 @@ class NumpyEngine(Engine):
     # --- batches ------------------------------------------------------------------------------
     def _prepare(self, batch: list[list[int]]):
         """Pad the batch: input ids (B, T), the scored rows of the flattened (B*T) positions,
-        their targets, and a (B*T, 1) row weight (None when nothing is padded)."""
+        their targets, and the (B*T, 1) weight of each row in the mean (None: no padding)."""
         block_size = self.config.block_size
         B = len(batch)
         if B == 1:
@@ -167,7 +167,8 @@ class NumpyEngine(Engine):
         valid = self._arange[:T] < np.array(lens)[:, None]  # (B, T)
         rows = np.flatnonzero(valid)  # (n,)
         targets = padded[:, 1:].reshape(-1)[rows]  # (n,)
-        weight = None if valid.all() else valid.reshape(-1, 1).astype(self.np_dtype)
+        # (N, 1): 1/n on scored rows, 0 on padding
+        weight = None if valid.all() else (valid.reshape(-1, 1) / len(rows)).astype(self.np_dtype)
         return padded[:, :-1], T, rows, targets, weight
 
     def _bad_length(self, n: int):
@@ -231,7 +232,7 @@ class NumpyEngine(Engine):
         idx, T, rows, targets, weight = self._prepare(batch)
         logits, cache = self._forward(idx, T)  # (N, V)
         loss, ce_cache = L.crossentropy_forward(logits, rows, targets)
-        self._backward(L.crossentropy_backward(ce_cache, weight), cache)
+        self._backward(L.crossentropy_backward(ce_cache, weight, self._eye), cache)
         return loss
 
     def adam_step(self, lr: float, t: int) -> None:
