@@ -26,25 +26,27 @@ import numpy as np
 def embedding_forward(
     wte: np.ndarray, wpe: np.ndarray, idx: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Token plus position embedding: x[b, t] = wte[idx[b, t]] + wpe[t]."""
-    T = idx.shape[-1]
+    """Token plus position embedding, x[b, t] = wte[idx[b, t]] + wpe[t], flattened to (N, C)."""
+    B, T = idx.shape
+    if B == 1:  # NOTE: same-shape addition; broadcasting costs NumPy about a microsecond more
+        return wte[idx[0]] + wpe[:T], idx  # (T, C)
     out = wte[idx] + wpe[:T]  # (B, T, C)
-    return out, idx
+    return out.reshape(B * T, -1), idx  # (N, C)
 
 
 def embedding_backward(
     dout: np.ndarray, cache: np.ndarray, dwte: np.ndarray, dwpe: np.ndarray, eye: np.ndarray
 ) -> None:
-    """Write d loss/d wte and d loss/d wpe. `eye` is the (V, V) identity (cached by the caller):
-    a one-hot matmul scatters the rows, faster here than np.add.at."""
+    """Write d loss/d wte and d loss/d wpe, given d loss/d x (N, C). `eye` is the (V, V)
+    identity (cached by the caller): a one-hot matmul scatters the rows, faster than np.add.at."""
     idx = cache  # (B, T)
-    B, T, C = dout.shape
+    B, T = idx.shape
     onehot = eye[idx.reshape(-1)]  # (N, V)
-    np.matmul(onehot.T, dout.reshape(B * T, C), out=dwte)  # (V, C)
+    np.dot(onehot.T, dout, out=dwte)  # (V, C)
     if B == 1:
-        dwpe[:T] = dout[0]  # (T, C)
+        dwpe[:T] = dout  # (T, C)
     else:
-        np.sum(dout, axis=0, out=dwpe[:T])  # (T, C)
+        np.sum(dout.reshape(B, T, -1), axis=0, out=dwpe[:T])  # (T, C)
     dwpe[T:] = 0  # positions no sequence reached get no gradient
 
 
@@ -78,24 +80,30 @@ def rmsnorm_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
 
 
 def linear_forward(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, tuple]:
-    """y = x @ w.T with w stored (nout, nin) as in the original's state_dict."""
-    out = x @ w.T  # (N, nout)
+    """y = x @ w.T with w stored (nout, nin) as in the original's state_dict.
+
+    NOTE: np.dot, not @: for 2-D arrays they compute the same, np.dot with less overhead."""
+    out = np.dot(x, w.T)  # (N, nout)
     return out, (x, w)
 
 
 def linear_backward(dout: np.ndarray, cache: tuple, dw: np.ndarray) -> np.ndarray:
     """Write d loss/d w into `dw` (nout, nin); return d loss/d x."""
     x, w = cache  # (N, nin), (nout, nin)
-    np.matmul(dout.T, x, out=dw)  # (nout, nin)
-    return dout @ w  # (N, nin)
+    np.dot(dout.T, x, out=dw)  # (nout, nin)
+    return np.dot(dout, w)  # (N, nin)
 
 
 # --- causal multi-head self-attention -----------------------------------------------------------
 
 
-def causal_mask(T: int, dtype) -> np.ndarray:
-    """(T, T) additive mask: 0 where s <= t, -inf where s > t (the future)."""
-    return np.triu(np.full((T, T), -np.inf, dtype=dtype), k=1)  # (T, T)
+def causal_mask(B: int, n_head: int, T: int, dtype) -> np.ndarray:
+    """(B, NH, T, T) additive mask: 0 where s <= t, -inf where s > t (the future).
+
+    Materialised at the full shape of the attention scores because adding a broadcast (T, T)
+    costs NumPy more than the addition itself; callers cache it per shape."""
+    mask = np.triu(np.full((T, T), -np.inf, dtype=dtype), k=1)  # (T, T)
+    return np.ascontiguousarray(np.broadcast_to(mask, (B, n_head, T, T)))  # (B, NH, T, T)
 
 
 def attention_forward(
@@ -104,8 +112,8 @@ def attention_forward(
     """softmax(q k^T / sqrt(HS) + mask) v for every head at once; heads concatenated.
 
     qkv holds q, k and v side by side (the three matmuls fused into one); `mask` is
-    causal_mask(T). Position t sees positions s <= t, as the original's growing KV cache does;
-    padding sits after every real token, so no real position ever sees it.
+    causal_mask(B, n_head, T). Position t sees positions s <= t, as the original's growing
+    KV cache does; padding sits after every real token, so no real position ever sees it.
     """
     C = qkv.shape[-1] // 3
     HS = C // n_head

@@ -104,7 +104,7 @@ class NumpyEngine(Engine):
         self.g = self._weights(self.grad)
         V = vocab_size
         self._eye = np.eye(V, dtype=self.np_dtype)  # (V, V) one-hot rows for scatters
-        self._masks: dict[int, np.ndarray] = {}  # T -> (T, T) causal mask
+        self._masks: dict[tuple[int, int], np.ndarray] = {}  # (B, T) -> (B, NH, T, T) mask
         self._arange = np.arange(config.block_size)  # (block_size,)
         if config.mlp == "relu2":
             self._act_forward, self._act_backward = L.relu2_forward, L.relu2_backward
@@ -138,10 +138,12 @@ class NumpyEngine(Engine):
             blocks=blocks,
         )
 
-    def _mask(self, T: int) -> np.ndarray:
-        mask = self._masks.get(T)
+    def _mask(self, B: int, T: int) -> np.ndarray:
+        mask = self._masks.get((B, T))
         if mask is None:
-            mask = self._masks[T] = L.causal_mask(T, self.np_dtype)
+            if len(self._masks) > 64:  # batches of many shapes (evaluation): keep it bounded
+                self._masks.clear()
+            mask = self._masks[B, T] = L.causal_mask(B, self.config.n_head, T, self.np_dtype)
         return mask
 
     # --- batches ------------------------------------------------------------------------------
@@ -180,11 +182,11 @@ class NumpyEngine(Engine):
     # --- the model ------------------------------------------------------------------------------
     def _forward(self, idx: np.ndarray, T: int, attn_out: list | None = None):
         """Logits (B*T, V) for input ids idx (B, T), and every layer's cache for backward."""
-        w, C, NH = self.w, self.config.n_embd, self.config.n_head
+        w, NH = self.w, self.config.n_head
         B = idx.shape[0]
-        mask = self._mask(T)
-        x, emb_cache = L.embedding_forward(w.wte, w.wpe, idx)  # (B, T, C)
-        x, norm0 = L.rmsnorm_forward(x.reshape(B * T, C))  # (N, C)
+        mask = self._mask(B, T)  # (B, NH, T, T)
+        x, emb_cache = L.embedding_forward(w.wte, w.wpe, idx)  # (N, C)
+        x, norm0 = L.rmsnorm_forward(x)  # (N, C)
         caches = []
         for blk in w.blocks:
             # 1) multi-head attention
@@ -224,8 +226,7 @@ class NumpyEngine(Engine):
             dxn = L.linear_backward(dqkv, c_qkv, gblk.wqkv)  # (N, C)
             dx += L.rmsnorm_backward(dxn, c_n1)  # (N, C)
         dx = L.rmsnorm_backward(dx, norm0)  # (N, C)
-        B, T = emb_cache.shape
-        L.embedding_backward(dx.reshape(B, T, -1), emb_cache, g.wte, g.wpe, self._eye)
+        L.embedding_backward(dx, emb_cache, g.wte, g.wpe, self._eye)
 
     # --- training -----------------------------------------------------------------------------
     def forward_backward(self, batch: list[list[int]]) -> float:
