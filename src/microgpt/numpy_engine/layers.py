@@ -146,6 +146,29 @@ def attention_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     return dqkv.transpose(1, 3, 0, 2, 4).reshape(B * T, 3 * NH * HS)  # (N, 3C)
 
 
+def attention_decode(
+    qkv: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, n: int, n_head: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One new position's attention, reading and extending a KV cache (inference only).
+
+    qkv (1, 3C) is the new position's q, k, v; k_cache and v_cache (NH, block_size, HS) hold
+    the n earlier positions. The new k and v go to slot n; the query sees slots 0..n, exactly
+    the row t = n of attention_forward. Returns the (1, C) output and the (NH, n + 1) weights.
+    """
+    C = qkv.shape[-1] // 3
+    HS = C // n_head
+    q, k, v = qkv.reshape(3, n_head, HS)  # 3 x (NH, HS)
+    k_cache[:, n] = k  # (NH, HS)
+    v_cache[:, n] = v  # (NH, HS)
+    att = k_cache[:, : n + 1] @ q[:, :, None]  # (NH, n + 1, 1)
+    att /= HS**0.5  # (NH, n + 1, 1)
+    att -= att.max(1, keepdims=True)  # (NH, n + 1, 1)
+    np.exp(att, out=att)  # (NH, n + 1, 1)
+    att /= att.sum(1, keepdims=True)  # (NH, n + 1, 1)
+    y = att.transpose(0, 2, 1) @ v_cache[:, : n + 1]  # (NH, 1, HS)
+    return y.reshape(1, C), att[:, :, 0]
+
+
 # --- ReLU and ReLU squared ---------------------------------------------------------------------
 
 
@@ -209,26 +232,3 @@ def crossentropy_backward(
         dlogits[rows, targets] -= 1
         dlogits *= row_weight  # (N, V)
     return dlogits
-
-
-def attention_decode(
-    qkv: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, n: int, n_head: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """One new position's attention, reading and extending a KV cache (inference only).
-
-    qkv (1, 3C) is the new position's q, k, v; k_cache and v_cache (NH, block_size, HS) hold
-    the n earlier positions. The new k and v go to slot n; the query sees slots 0..n, exactly
-    the row t = n of attention_forward. Returns the (1, C) output and the (NH, n + 1) weights.
-    """
-    C = qkv.shape[-1] // 3
-    HS = C // n_head
-    q, k, v = qkv.reshape(3, n_head, HS)  # 3 x (NH, HS)
-    k_cache[:, n] = k  # (NH, HS)
-    v_cache[:, n] = v  # (NH, HS)
-    att = k_cache[:, : n + 1] @ q[:, :, None]  # (NH, n + 1, 1)
-    att /= HS**0.5  # (NH, n + 1, 1)
-    att -= att.max(1, keepdims=True)  # (NH, n + 1, 1)
-    np.exp(att, out=att)  # (NH, n + 1, 1)
-    att /= att.sum(1, keepdims=True)  # (NH, n + 1, 1)
-    y = att.transpose(0, 2, 1) @ v_cache[:, : n + 1]  # (NH, 1, HS)
-    return y.reshape(1, C), att[:, :, 0]
