@@ -31,6 +31,12 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# Time the engines side by side (about a minute); see README, `microgpt bench`.
+SHAKESPEARE := $(firstword $(wildcard ../shared/data/tinyshakespeare.txt))
+BENCH_LARGE := $(if $(SHAKESPEARE),--large-data $(SHAKESPEARE) --large-docs paragraphs)
+bench: $(STAMP)
+	$(BIN)/microgpt bench $(RUN_DATA) $(BENCH_LARGE)
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
 

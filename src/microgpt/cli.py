@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import __version__, rundir
 from . import checkpoint as ckpt_io
+from .bench import add_bench_parser
 from .config import DOC_MODES, PRESETS, ConfigError, get_preset, to_dict
 from .data import DataError, default_names_path, load_docs, split_validation
 from .engine import ENGINES, EngineError, load_engine
@@ -27,7 +28,8 @@ from .tokenizer import TokenizerError
 from .train import TrainingError, new_trainer, resume_trainer
 from .train import run as run_training
 
-DEFAULT_ENGINE = "ref"
+DEFAULT_ENGINE = "numpy"
+DTYPES = ("float64", "float32")
 USER_ERRORS = (
     ConfigError, DataError, EngineError, ckpt_io.CheckpointError, TokenizerError,
     rundir.RunDirError, TrainingError,
@@ -63,6 +65,9 @@ def add_train_parser(sub) -> None:
                    help="which original revision to follow (default: final)")
     p.add_argument("--engine", choices=list(ENGINES),
                    help=f"computation engine (default: {DEFAULT_ENGINE}; on --resume, the run's)")
+    p.add_argument("--dtype", choices=DTYPES,
+                   help="float precision of the engine (default: float64, which matches the "
+                   "reference; float32 is faster, numpy engine only; on --resume, the run's)")
     p.add_argument("--data", metavar="PATH",
                    help="UTF-8 text file (default: the names dataset); see --doc-mode")
     p.add_argument("--doc-mode", choices=DOC_MODES,
@@ -224,7 +229,7 @@ def cmd_train(args) -> int:
         "checkpoint_every": str(checkpoint_every),
     }
     trainer = new_trainer(
-        engine_cls, train_docs, model, optim, train, rng,
+        engine_cls, train_docs, model, optim, train, rng, dtype=args.dtype or "float64",
         preset=preset.name, extra=extra, val_docs=val_docs,
     )
     print(f"vocab size: {trainer.tokenizer.vocab_size}")
@@ -282,7 +287,8 @@ def cmd_resume(args) -> int:
             "run's data with --data, or --allow-data-change to continue on this one"
         )
     train_docs, val_docs = split_validation(docs, train.val_fraction)
-    trainer = resume_trainer(engine_cls, ckpt, train_docs, val_docs, train=train)
+    dtype = args.dtype or ckpt.extra.get("dtype", "float64")
+    trainer = resume_trainer(engine_cls, ckpt, train_docs, val_docs, train=train, dtype=dtype)
     trainer.extra.update(
         data_sha256=data_sha256, data_path=str(data_path.resolve()),
         eval_every=str(eval_every), checkpoint_every=str(checkpoint_every),
@@ -402,6 +408,8 @@ def add_sample_parser(sub) -> None:
                    help="random seed (default: continue the checkpoint's saved random state)")
     p.add_argument("--engine", choices=list(ENGINES), default=DEFAULT_ENGINE,
                    help=f"computation engine (default: {DEFAULT_ENGINE})")
+    p.add_argument("--dtype", choices=DTYPES, default="float64",
+                   help="float precision of the engine (default: float64)")
     p.set_defaults(func=cmd_sample)
 
 
@@ -415,7 +423,9 @@ def cmd_sample(args) -> int:
     train.validate()
     engine_cls = load_engine(args.engine)
     tokenizer = ckpt.tokenizer
-    engine = engine_cls(ckpt.model, ckpt.optim, tokenizer.vocab_size, ckpt.params)
+    engine = engine_cls(
+        ckpt.model, ckpt.optim, tokenizer.vocab_size, ckpt.params, dtype=args.dtype
+    )
     rng = random.Random(args.seed) if args.seed is not None else ckpt.rng()
     for line in sample_lines(engine, tokenizer, rng, train.num_samples, train.temperature):
         print(line, flush=True)
@@ -434,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_train_parser(sub)
     add_sample_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 

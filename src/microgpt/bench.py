@@ -1,0 +1,365 @@
+"""`microgpt bench`: the engines side by side, in one run, on this machine.
+
+Measurements, not tests: nothing here asserts a time. Every training time is printed beside
+the loss it reached, so speed is never reported without the result. Each number is the
+minimum over several repeats (the least disturbed run), with one BLAS thread: on matrices
+this small, extra BLAS threads only add synchronisation, and on a busy machine they can
+slow tiny products down many times.
+
+The engines measured are the rows of BENCH_ENGINES; a new engine is one more line there.
+Standard library only: engines are imported through `load_engine`, once chosen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import ConfigError, ModelConfig, get_preset
+from .data import DOC_MODES, default_names_path, load_docs
+from .engine import ENGINES, EngineError, load_engine
+from .sample import generate
+from .train import new_trainer
+
+# (engine, dtype) rows of the table, in order. The first row is the baseline of the ratio.
+BENCH_ENGINES: list[tuple[str, str]] = [
+    ("ref", "float64"),
+    ("numpy", "float64"),
+    ("numpy", "float32"),
+]
+# Engines too slow for the whole default run and the larger config: they train on
+# --ref-steps steps only and skip the larger config.
+SLOW_ENGINES = {"ref"}
+# The larger config of the issue: n_layer 4, n_embd 128, n_head 4, block 64, batch 12.
+LARGE_MODEL = ModelConfig(n_layer=4, n_embd=128, n_head=4, block_size=64)
+LARGE_BATCH = 12
+BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def add_bench_parser(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time the engines side by side (training, sampling, a larger config)",
+        description="Benchmark every engine on this machine in one run: per-step training "
+        "time on the default workload with the loss reached, batch-1 sampling speed with "
+        "the KV cache, and training tokens/s on a larger config. Prints a table and one "
+        "JSON line. Times are the minimum over --repeats runs, with one BLAS thread.",
+    )
+    p.add_argument(
+        "--data", metavar="PATH", help="the default workload's data (default: the names dataset)"
+    )
+    p.add_argument(
+        "--large-data",
+        metavar="PATH",
+        help="data for the larger config (default: the same as --data)",
+    )
+    p.add_argument(
+        "--large-docs",
+        choices=DOC_MODES,
+        default="lines",
+        help="how --large-data splits into documents (default: lines; "
+        "`paragraphs` suits tinyshakespeare)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        metavar="N",
+        help="runs per measurement; the minimum is reported (default 3)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        metavar="N",
+        help="training steps for fast engines (default: the preset's 1000)",
+    )
+    p.add_argument(
+        "--ref-steps",
+        type=int,
+        metavar="N",
+        help="training steps for the reference engine (default 30)",
+    )
+    p.add_argument(
+        "--samples", type=int, metavar="N", help="samples drawn for the sampling speed (default 20)"
+    )
+    p.add_argument(
+        "--large-steps",
+        type=int,
+        metavar="N",
+        help="training steps on the larger config (default 10)",
+    )
+    p.add_argument(
+        "--engines",
+        metavar="LIST",
+        help="comma-separated engine[:dtype] rows to run, e.g. ref,numpy:float32 "
+        "(default: " + ",".join(f"{e}:{d}" for e, d in BENCH_ENGINES) + ")",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run in seconds (few steps, one repeat): checks that the bench "
+        "works, its numbers mean little",
+    )
+    p.set_defaults(func=cmd_bench)
+
+
+@dataclass
+class BenchSettings:
+    data: Path
+    large_data: Path
+    large_docs: str
+    repeats: int
+    steps: int | None  # None: the preset's full run
+    ref_steps: int
+    samples: int
+    large_steps: int
+    engines: list[tuple[str, str]]
+
+
+def settings_from_args(args) -> BenchSettings:
+    quick = args.quick
+
+    def pick(value, default, quick_default):
+        value = value if value is not None else (quick_default if quick else default)
+        if value < 1:
+            raise ConfigError(f"bench counts must be positive integers, got {value}")
+        return value
+
+    data = Path(args.data) if args.data else default_names_path()
+    engines = BENCH_ENGINES
+    if args.engines:
+        engines = []
+        for item in args.engines.split(","):
+            name, _, dtype = item.strip().partition(":")
+            engines.append((name, dtype or "float64"))
+    return BenchSettings(
+        data=data,
+        large_data=Path(args.large_data) if args.large_data else data,
+        large_docs=args.large_docs,
+        repeats=pick(args.repeats, 3, 1),
+        steps=pick(args.steps, None, 20) if (args.steps is not None or quick) else None,
+        ref_steps=pick(args.ref_steps, 30, 3),
+        samples=pick(args.samples, 20, 3),
+        large_steps=pick(args.large_steps, 10, 2),
+        engines=engines,
+    )
+
+
+def limit_blas_threads() -> str:
+    """Ask for one BLAS thread; say how it was done (it must happen before NumPy loads)."""
+    if "numpy" not in sys.modules:
+        for var in BLAS_ENV:
+            os.environ[var] = "1"
+        return "1 (" + "=".join(BLAS_ENV) + "=1)"
+    try:
+        from threadpoolctl import threadpool_limits  # optional
+    except ImportError:
+        return "not limited (NumPy was already loaded and threadpoolctl is not installed)"
+    threadpool_limits(1)
+    return "1 (threadpoolctl)"
+
+
+# --- measurements ----------------------------------------------------------------------------
+
+
+def time_training(
+    engine_name: str,
+    dtype: str,
+    docs_path: Path,
+    model: ModelConfig | None,
+    batch_size: int,
+    steps: int | None,
+    check_step: int,
+    repeats: int,
+    doc_mode: str = "lines",
+):
+    """Train the first `steps` steps of the final preset's run (seed 42), `repeats` times.
+
+    The run is always the preset's whole 1000-step run (its learning-rate schedule decays
+    over 1000 steps); a shorter measurement stops early, so the loss at any step is the
+    same whichever engine reached it, and equals the reference output's line for that step.
+    Returns ((wall, cpu) seconds of the fastest run, steps, predicted tokens, loss at
+    `check_step`, last loss, the trainer of the last run, for sampling).
+    """
+    engine_cls = load_engine(engine_name)
+    preset = get_preset("final")
+    model = model or preset.model
+    train = dataclasses.replace(preset.train, batch_size=batch_size)
+    steps = train.num_steps if steps is None else min(steps, train.num_steps)
+    best = None
+    for _ in range(repeats):
+        rng = random.Random(train.seed)
+        docs, _ = load_docs(docs_path, rng, mode=doc_mode)
+        trainer = new_trainer(engine_cls, docs, model, preset.optim, train, rng, dtype=dtype)
+        tokens = sum(len(seq) - 1 for s in range(steps) for seq in trainer.batch(s))
+        check_loss = None
+        start, cpu_start = time.perf_counter(), time.process_time()
+        for _ in range(steps):
+            result = trainer.step()
+            if result.step == check_step:
+                check_loss = result.loss
+        elapsed = (time.perf_counter() - start, time.process_time() - cpu_start)
+        best = elapsed if best is None else (min(best[0], elapsed[0]), min(best[1], elapsed[1]))
+    return best, steps, tokens, check_loss, result.loss, trainer
+
+
+def time_sampling(trainer, samples: int, repeats: int) -> tuple[int, tuple[float, float]]:
+    """Batch-1 decoding with the KV cache: (tokens decoded, (wall, cpu) seconds, fastest)."""
+    engine, tokenizer = trainer.engine, trainer.tokenizer
+    block_size = engine.config.block_size
+    best, tokens = None, 0
+    for _ in range(repeats):
+        rng = random.Random(0)  # the same draws every repeat, so the same work
+        tokens = 0
+        start, cpu_start = time.perf_counter(), time.process_time()
+        for _ in range(samples):
+            out = generate(engine, tokenizer, rng, temperature=0.5)
+            tokens += min(len(out) + 1, block_size)  # one decode per token, plus the final BOS
+        elapsed = (time.perf_counter() - start, time.process_time() - cpu_start)
+        best = elapsed if best is None else (min(best[0], elapsed[0]), min(best[1], elapsed[1]))
+    return tokens, best
+
+
+def run_bench(s: BenchSettings, say=print) -> dict:
+    """Measure every engine row; return the JSON-ready result.
+
+    Times are wall-clock ("s_per_step") and this process's CPU time ("cpu_s_per_step"); on a
+    quiet machine they agree, on a busy one the CPU time is the less disturbed of the two.
+    "speedup" is the first row's wall time per step over this row's.
+    """
+    rows = []
+    base = None
+    for engine_name, dtype in s.engines:
+        if engine_name not in ENGINES:
+            raise ConfigError(
+                f"unknown engine {engine_name!r} in --engines; choose from {', '.join(ENGINES)}"
+            )
+        row: dict = {"engine": engine_name, "dtype": dtype}
+        rows.append(row)
+        try:
+            load_engine(engine_name)
+        except EngineError as e:  # e.g. torch not installed: report it, measure the rest
+            row["skipped"] = str(e)
+            say(f"  {engine_name}/{dtype}: skipped ({e})")
+            continue
+        slow = engine_name in SLOW_ENGINES
+        say(f"  {engine_name}/{dtype}: training the default run ...")
+        steps = s.ref_steps if slow else s.steps
+        check_step = s.ref_steps if steps is None else min(s.ref_steps, steps)
+        (wall, cpu), n, tokens, check_loss, last_loss, trainer = time_training(
+            engine_name, dtype, s.data, None, 1, steps, check_step, s.repeats
+        )
+        base = base or (wall / n, cpu / n)
+        row["train"] = {
+            "steps": n,
+            "s_per_step": wall / n,
+            "cpu_s_per_step": cpu / n,
+            "tokens_per_s": tokens / wall,
+            "loss_at_step": {"step": check_step, "loss": check_loss},
+            "final_loss": last_loss,
+            "speedup": base[0] / (wall / n),
+            "cpu_speedup": base[1] / (cpu / n),
+        }
+        say(f"  {engine_name}/{dtype}: sampling ...")
+        dec_tokens, (wall, cpu) = time_sampling(trainer, s.samples, s.repeats)
+        row["sample"] = {
+            "tokens": dec_tokens,
+            "tokens_per_s": dec_tokens / wall,
+            "cpu_tokens_per_s": dec_tokens / cpu,
+        }
+        row["large"] = None  # the slow engines would take hours: not measured
+        if not slow:
+            say(f"  {engine_name}/{dtype}: training the larger config ...")
+            (wall, cpu), n, tokens, _, last_loss, _ = time_training(
+                engine_name, dtype, s.large_data, LARGE_MODEL, LARGE_BATCH, s.large_steps, 0,
+                s.repeats, doc_mode=s.large_docs,
+            )  # fmt: skip
+            row["large"] = {
+                "steps": n,
+                "s_per_step": wall / n,
+                "cpu_s_per_step": cpu / n,
+                "tokens_per_s": tokens / wall,
+                "cpu_tokens_per_s": tokens / cpu,
+                "final_loss": last_loss,
+            }
+    return {"engines": rows}
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def format_table(result: dict) -> list[str]:
+    """The human-readable table: one line per engine row."""
+    w = result["workload"]
+    check = f"loss@{w['check_step']}"
+    lines = [
+        f"default workload: final preset on {w['data']}, batch 1, seed 42",
+        f"larger config: n_layer 4, n_embd 128, n_head 4, block 64, batch 12, "
+        f"on {w['large_data']} ({w['large_docs']})",
+        f"BLAS threads: {result['blas_threads']}",
+        f"each time is the minimum over {result['repeats']} run(s); wall clock, and this "
+        "process's CPU time in ()",
+        "",
+        f"{'engine':<14} {'steps':>5} {'us/step':>20} {'speedup':>8} {check:>8} "
+        f"{'loss':>7} {'sample tok/s':>17} {'large tok/s':>15} {'loss':>7}",
+    ]
+    for row in result["engines"]:
+        label = f"{row['engine']}/{row['dtype']}"
+        if "skipped" in row:
+            lines.append(f"{label:<14} skipped: {row['skipped']}")
+            continue
+        t, smp, big = row["train"], row["sample"], row["large"]
+        us = f"{t['s_per_step'] * 1e6:.1f} ({t['cpu_s_per_step'] * 1e6:.1f})"
+        tok = f"{smp['tokens_per_s']:.0f} ({smp['cpu_tokens_per_s']:.0f})"
+        if big:
+            large = f"{big['tokens_per_s']:.0f} ({big['cpu_tokens_per_s']:.0f})"
+            large_loss = f"{big['final_loss']:.4f}"
+        else:
+            large, large_loss = "-", "-"
+        lines.append(
+            f"{label:<14} {t['steps']:>5} {us:>20} {t['speedup']:>7.0f}x "
+            f"{t['loss_at_step']['loss']:>8.4f} {t['final_loss']:>7.4f} {tok:>17} "
+            f"{large:>15} {large_loss:>7}"
+        )
+    return lines
+
+
+def cmd_bench(args) -> int:
+    blas = limit_blas_threads()
+    s = settings_from_args(args)
+    for path in (s.data, s.large_data):
+        if not path.is_file():
+            raise ConfigError(f"no data file at {str(path)!r}; pass --data / --large-data PATH")
+    print(
+        f"microgpt bench: {len(s.engines)} engine row(s), {s.repeats} repeat(s) each",
+        file=sys.stderr,
+        flush=True,
+    )
+    result = run_bench(s, say=lambda *a: print(*a, file=sys.stderr, flush=True))
+    result.update(
+        blas_threads=blas,
+        repeats=s.repeats,
+        quick=bool(args.quick),
+        workload={
+            "data": str(s.data),
+            "check_step": s.ref_steps,
+            "large_data": str(s.large_data),
+            "large_docs": s.large_docs,
+            "large_config": {**dataclasses.asdict(LARGE_MODEL), "batch_size": LARGE_BATCH},
+        },
+        machine={
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+    )
+    for line in format_table(result):
+        print(line)
+    print(json.dumps({"bench": result}, default=list))
+    return 0

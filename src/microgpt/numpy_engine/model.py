@@ -1,0 +1,344 @@
+"""The NumPy engine: the original microgpt, a whole batch of sequences at once.
+
+The model is the reference engine's, layer for layer (see ../ref/model.py):
+
+    x = rmsnorm(wte[tok] + wpe[pos])
+    per layer:  x = x + attn_wo @ attention(rmsnorm(x))        (q, k, v = attn_wq/wk/wv)
+                x = x + mlp_fc2 @ relu(mlp_fc1 @ rmsnorm(x))    (relu**2 in the first revision)
+    logits = lm_head @ x
+
+Every weight lives in ONE flat contiguous array, each matrix a view into it, and so does every
+gradient and each Adam moment: Adam is then a dozen vectorised operations on whole arrays,
+and the q, k, v matrices, adjacent in the original's state_dict order, form one (3C, C) view
+that computes all three projections in a single matmul. See layers.py for the shape letters.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import ModelConfig, OptimConfig
+from ..engine import Engine, EngineError
+from ..init import param_shapes
+from ..tensor import Tensor
+from . import layers as L
+
+
+@dataclass
+class Block:
+    """One transformer layer's matrices: views into a flat buffer (weights or gradients)."""
+
+    wqkv: np.ndarray  # (3C, C) attn_wq, attn_wk, attn_wv stacked
+    wo: np.ndarray  # (C, C) attn_wo
+    fc1: np.ndarray  # (4C, C) mlp_fc1
+    fc2: np.ndarray  # (C, 4C) mlp_fc2
+
+
+@dataclass
+class Weights:
+    """Views of one flat buffer shaped as the model's matrices."""
+
+    wte: np.ndarray  # (V, C)
+    wpe: np.ndarray  # (block_size, C)
+    lm_head: np.ndarray  # (V, C)
+    blocks: list[Block]
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every decoded position, per layer, preallocated to block_size."""
+
+    k: np.ndarray  # (n_layer, NH, block_size, HS)
+    v: np.ndarray  # (n_layer, NH, block_size, HS)
+    n: int = 0  # positions decoded so far
+
+
+class NumpyEngine(Engine):
+    """The reference model, vectorised with NumPy: float64 for parity, float32 for speed."""
+
+    name = "numpy"
+    dtypes = ("float64", "float32")
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        optim: OptimConfig,
+        vocab_size: int,
+        params: dict[str, Tensor],
+        dtype: str = "float64",
+    ):
+        super().__init__(config, optim, vocab_size, params, dtype)
+        self.np_dtype = np.dtype(dtype)
+        self.shapes = param_shapes(config, vocab_size)  # the original's state_dict order
+        missing = [k for k in self.shapes if k not in params]
+        if missing or len(params) != len(self.shapes):
+            extra = sorted(set(params) - set(self.shapes))
+            raise EngineError(
+                f"weights do not match the model config (missing {missing[:3]}, "
+                f"unexpected {extra[:3]}); use weights made for this config"
+            )
+        self.offsets: dict[str, tuple[int, int]] = {}
+        size = 0
+        for name, (nout, nin) in self.shapes.items():
+            if tuple(params[name].shape) != (nout, nin):
+                raise EngineError(
+                    f"weight {name} has shape {tuple(params[name].shape)}, the config needs "
+                    f"{(nout, nin)}; use weights made for this config"
+                )
+            self.offsets[name] = (size, size + nout * nin)
+            size += nout * nin
+        self.flat = np.empty(size, dtype=self.np_dtype)  # every weight
+        self.grad = np.zeros(size, dtype=self.np_dtype)  # every gradient
+        self.m = np.zeros(size, dtype=self.np_dtype)  # Adam first moment
+        self.v = np.zeros(size, dtype=self.np_dtype)  # Adam second moment
+        self._tmp = np.empty(size, dtype=self.np_dtype)  # Adam scratch
+        self._tmp2 = np.empty(size, dtype=self.np_dtype)
+        for name, t in params.items():
+            self._view(self.flat, name)[...] = np.frombuffer(t.data, dtype=np.float64).reshape(
+                t.shape
+            )
+        self.w = self._weights(self.flat)
+        self.g = self._weights(self.grad)
+        V = vocab_size
+        self._eye = np.eye(V, dtype=self.np_dtype)  # (V, V) one-hot rows for scatters
+        self._masks: dict[tuple[int, int], np.ndarray] = {}  # (B, T) -> (B, NH, T, T) mask
+        self._arange = np.arange(config.block_size)  # (block_size,)
+        if config.mlp == "relu2":
+            self._act_forward, self._act_backward = L.relu2_forward, L.relu2_backward
+        else:
+            self._act_forward, self._act_backward = L.relu_forward, L.relu_backward
+
+    # --- the flat buffers -------------------------------------------------------------------
+    def _view(self, buf: np.ndarray, name: str) -> np.ndarray:
+        start, stop = self.offsets[name]
+        return buf[start:stop].reshape(self.shapes[name])
+
+    def _weights(self, buf: np.ndarray) -> Weights:
+        C = self.config.n_embd
+        blocks = []
+        for i in range(self.config.n_layer):
+            start = self.offsets[f"layer{i}.attn_wq"][0]
+            # NOTE: wq, wk, wv are adjacent in state_dict order, so one view stacks them.
+            assert self.offsets[f"layer{i}.attn_wv"][1] == start + 3 * C * C
+            blocks.append(
+                Block(
+                    wqkv=buf[start : start + 3 * C * C].reshape(3 * C, C),
+                    wo=self._view(buf, f"layer{i}.attn_wo"),
+                    fc1=self._view(buf, f"layer{i}.mlp_fc1"),
+                    fc2=self._view(buf, f"layer{i}.mlp_fc2"),
+                )
+            )
+        return Weights(
+            wte=self._view(buf, "wte"),
+            wpe=self._view(buf, "wpe"),
+            lm_head=self._view(buf, "lm_head"),
+            blocks=blocks,
+        )
+
+    def _mask(self, B: int, T: int) -> np.ndarray:
+        mask = self._masks.get((B, T))
+        if mask is None:
+            if len(self._masks) > 64:  # batches of many shapes (evaluation): keep it bounded
+                self._masks.clear()
+            mask = self._masks[B, T] = L.causal_mask(B, self.config.n_head, T, self.np_dtype)
+        return mask
+
+    # --- batches ------------------------------------------------------------------------------
+    def _prepare(self, batch: list[list[int]]):
+        """Pad the batch: input ids (B, T), the scored rows of the flattened (B*T) positions,
+        their targets, and the (B*T, 1) weight of each row in the mean (None: no padding)."""
+        block_size = self.config.block_size
+        B = len(batch)
+        if B == 1:
+            tokens = batch[0]
+            T = len(tokens) - 1
+            if not 1 <= T <= block_size:
+                self._bad_length(len(tokens))
+            a = np.array(tokens)  # (T + 1,)
+            return a[None, :-1], T, self._arange[:T], a[1:], None
+        lens = [len(s) - 1 for s in batch]
+        T = max(lens)
+        if T > block_size or min(lens) < 0 or sum(lens) == 0:
+            self._bad_length(max(len(s) for s in batch) if T > block_size else 1)
+        padded = np.zeros((B, T + 1), dtype=np.intp)  # (B, T + 1); padding is token 0
+        for b, s in enumerate(batch):
+            padded[b, : len(s)] = s
+        valid = self._arange[:T] < np.array(lens)[:, None]  # (B, T)
+        rows = np.flatnonzero(valid)  # (n,)
+        targets = padded[:, 1:].reshape(-1)[rows]  # (n,)
+        # (N, 1): 1/n on scored rows, 0 on padding
+        weight = None if valid.all() else (valid.reshape(-1, 1) / len(rows)).astype(self.np_dtype)
+        return padded[:, :-1], T, rows, targets, weight
+
+    def _bad_length(self, n: int):
+        raise EngineError(
+            f"a sequence of {n} tokens does not fit: the model reads 1 to block_size "
+            f"({self.config.block_size}) tokens and predicts the next"
+        )
+
+    # --- the model ------------------------------------------------------------------------------
+    def _forward(self, idx: np.ndarray, T: int, attn_out: list | None = None):
+        """Logits (B*T, V) for input ids idx (B, T), and every layer's cache for backward."""
+        w, NH = self.w, self.config.n_head
+        B = idx.shape[0]
+        mask = self._mask(B, T)  # (B, NH, T, T)
+        x, emb_cache = L.embedding_forward(w.wte, w.wpe, idx)  # (N, C)
+        x, norm0 = L.rmsnorm_forward(x)  # (N, C)
+        caches = []
+        for blk in w.blocks:
+            # 1) multi-head attention
+            xn, c_n1 = L.rmsnorm_forward(x)  # (N, C)
+            qkv, c_qkv = L.linear_forward(xn, blk.wqkv)  # (N, 3C)
+            y, c_att = L.attention_forward(qkv, B, T, NH, mask)  # (N, C)
+            if attn_out is not None:
+                attn_out.append(c_att[3])  # (B, NH, T, T)
+            xo, c_o = L.linear_forward(y, blk.wo)  # (N, C)
+            xo += x  # residual: (N, C)
+            # 2) MLP
+            xn, c_n2 = L.rmsnorm_forward(xo)  # (N, C)
+            h, c_fc1 = L.linear_forward(xn, blk.fc1)  # (N, 4C)
+            a, c_act = self._act_forward(h)  # (N, 4C)
+            x, c_fc2 = L.linear_forward(a, blk.fc2)  # (N, C)
+            x += xo  # residual: (N, C)
+            caches.append((c_n1, c_qkv, c_att, c_o, c_n2, c_fc1, c_act, c_fc2))
+        logits, c_lm = L.linear_forward(x, w.lm_head)  # (N, V)
+        return logits, (emb_cache, norm0, caches, c_lm)
+
+    def _backward(self, dlogits: np.ndarray, cache) -> None:
+        """Write every gradient into self.grad, given d loss/d logits (N, V)."""
+        g = self.g
+        emb_cache, norm0, caches, c_lm = cache
+        dx = L.linear_backward(dlogits, c_lm, g.lm_head)  # (N, C)
+        for gblk, (c_n1, c_qkv, c_att, c_o, c_n2, c_fc1, c_act, c_fc2) in zip(
+            reversed(g.blocks), reversed(caches), strict=True
+        ):
+            # 2) MLP: dx reaches the block's input both through the residual and the MLP
+            da = L.linear_backward(dx, c_fc2, gblk.fc2)  # (N, 4C)
+            dh = self._act_backward(da, c_act)  # (N, 4C)
+            dxn = L.linear_backward(dh, c_fc1, gblk.fc1)  # (N, C)
+            dx += L.rmsnorm_backward(dxn, c_n2)  # (N, C)
+            # 1) attention
+            dy = L.linear_backward(dx, c_o, gblk.wo)  # (N, C)
+            dqkv = L.attention_backward(dy, c_att)  # (N, 3C)
+            dxn = L.linear_backward(dqkv, c_qkv, gblk.wqkv)  # (N, C)
+            dx += L.rmsnorm_backward(dxn, c_n1)  # (N, C)
+        dx = L.rmsnorm_backward(dx, norm0)  # (N, C)
+        L.embedding_backward(dx, emb_cache, g.wte, g.wpe, self._eye)
+
+    # --- training -----------------------------------------------------------------------------
+    def forward_backward(self, batch: list[list[int]]) -> float:
+        idx, T, rows, targets, weight = self._prepare(batch)
+        logits, cache = self._forward(idx, T)  # (N, V)
+        loss, ce_cache = L.crossentropy_forward(logits, rows, targets)
+        self._backward(L.crossentropy_backward(ce_cache, weight, self._eye), cache)
+        return loss
+
+    def adam_step(self, lr: float, t: int) -> None:
+        """The reference's per-element Adam on the whole flat buffer at once:
+        m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+        p -= lr * (m / (1 - b1^t)) / ((v / (1 - b2^t)) ** 0.5 + eps)."""
+        b1, b2, eps = self.optim.beta1, self.optim.beta2, self.optim.eps_adam
+        m, v, g, tmp, tmp2 = self.m, self.v, self.grad, self._tmp, self._tmp2
+        m *= b1
+        np.multiply(g, 1 - b1, out=tmp)
+        m += tmp  # m = b1 * m + (1 - b1) * g
+        v *= b2
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - b2
+        v += tmp  # v = b2 * v + (1 - b2) * g**2
+        np.divide(m, 1 - b1**t, out=tmp)  # m_hat
+        tmp *= lr  # lr * m_hat
+        np.divide(v, 1 - b2**t, out=tmp2)  # v_hat
+        np.sqrt(tmp2, out=tmp2)
+        tmp2 += eps
+        tmp /= tmp2
+        self.flat -= tmp
+        g.fill(0)  # the original zeroes every grad after the update
+
+    # --- state ------------------------------------------------------------------------------
+    def _tensors(self, buf: np.ndarray) -> dict[str, Tensor]:
+        out = {}
+        for name, shape in self.shapes.items():
+            data = array("d")
+            data.frombytes(self._view(buf, name).astype(np.float64).tobytes())
+            out[name] = Tensor(shape, data)
+        return out
+
+    def _load(self, buf: np.ndarray, tensors: dict[str, Tensor], what: str) -> None:
+        for name, shape in self.shapes.items():
+            t = tensors.get(name)
+            if t is None or tuple(t.shape) != shape:
+                raise EngineError(f"{what} for {name} is missing or has the wrong shape")
+            self._view(buf, name)[...] = np.frombuffer(t.data, dtype=np.float64).reshape(shape)
+
+    def parameters(self) -> dict[str, Tensor]:
+        return self._tensors(self.flat)
+
+    def gradients(self) -> dict[str, Tensor]:
+        return self._tensors(self.grad)
+
+    def optimizer_state(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        return self._tensors(self.m), self._tensors(self.v)
+
+    def load_optimizer_state(self, m: dict[str, Tensor], v: dict[str, Tensor]) -> None:
+        self._load(self.m, m, "Adam's first moment")
+        self._load(self.v, v, "Adam's second moment")
+
+    # --- inference --------------------------------------------------------------------------
+    def forward(self, tokens: list[int]) -> list[list[float]]:
+        T = len(tokens)
+        if not 1 <= T <= self.config.block_size:
+            self._bad_length(T)
+        logits, _ = self._forward(np.array(tokens)[None, :], T)  # (T, V)
+        return logits.astype(np.float64).tolist()
+
+    def loss(self, batch: list[list[int]]) -> float:
+        idx, T, rows, targets, _ = self._prepare(batch)
+        logits, _ = self._forward(idx, T)  # (N, V)
+        loss, _ = L.crossentropy_forward(logits, rows, targets)
+        return loss
+
+    def attention(self, tokens: list[int]) -> list[list[list[list[float]]]]:
+        T = len(tokens)
+        if not 1 <= T <= self.config.block_size:
+            self._bad_length(T)
+        atts: list[np.ndarray] = []
+        self._forward(np.array(tokens)[None, :], T, attn_out=atts)
+        # row t keeps positions s <= t only, as the reference reports it
+        return [
+            [
+                [row[: t + 1] for t, row in enumerate(head.astype(np.float64).tolist())]
+                for head in att[0]
+            ]
+            for att in atts
+        ]
+
+    def new_cache(self) -> KVCache:
+        c = self.config
+        shape = (c.n_layer, c.n_head, c.block_size, c.head_dim)
+        return KVCache(k=np.zeros(shape, self.np_dtype), v=np.zeros(shape, self.np_dtype))
+
+    def decode(self, cache: KVCache, token_id: int, pos_id: int) -> list[float]:
+        n = cache.n
+        if n >= self.config.block_size or not 0 <= pos_id < self.config.block_size:
+            raise EngineError(f"cannot decode past block_size ({self.config.block_size}) positions")
+        w, NH = self.w, self.config.n_head
+        x = w.wte[token_id] + w.wpe[pos_id]  # (C,)
+        x, _ = L.rmsnorm_forward(x[None, :])  # (1, C)
+        for li, blk in enumerate(w.blocks):
+            xn, _ = L.rmsnorm_forward(x)  # (1, C)
+            qkv, _ = L.linear_forward(xn, blk.wqkv)  # (1, 3C)
+            y, _ = L.attention_decode(qkv, cache.k[li], cache.v[li], n, NH)  # (1, C)
+            xo, _ = L.linear_forward(y, blk.wo)  # (1, C)
+            xo += x  # (1, C)
+            xn, _ = L.rmsnorm_forward(xo)  # (1, C)
+            h, _ = L.linear_forward(xn, blk.fc1)  # (1, 4C)
+            a, _ = self._act_forward(h)  # (1, 4C)
+            x, _ = L.linear_forward(a, blk.fc2)  # (1, C)
+            x += xo  # (1, C)
+        logits, _ = L.linear_forward(x, w.lm_head)  # (1, V)
+        cache.n = n + 1
+        return logits[0].tolist()
