@@ -159,7 +159,7 @@ class Trainer:
                         f"training diverged. Try a lower --learning-rate (this run: "
                         f"{self.optim.learning_rate:g}) or a smaller model"
                     )
-        extra = {**self.extra, "engine": self.engine.name}
+        extra = {**self.extra, "engine": self.engine.name, "dtype": self.engine.dtype}
         if self.best_val_loss is not None:
             extra["best_val_loss"] = repr(self.best_val_loss)
         return ckpt_io.Checkpoint(
