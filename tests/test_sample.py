@@ -437,7 +437,7 @@ def test_eval_errors_are_one_line(tiny_ckpt, tmp_path, cli_env):
     assert r.returncode == 2 and "does not exist" in r.stderr
 
 
-# --- the Python API ---------------------------------------------------------------------------------
+# --- the Python API -------------------------------------------------------------------------
 
 
 def test_import_is_cheap_and_api_is_lazy():
