@@ -73,8 +73,11 @@ class Model:
         filters (novel, min_length, max_length) rejected every allowed try."""
         return [s.text for s in self.draw(num_samples, **kwargs).run()]
 
-    def report(self, samples: list[Sample]) -> Report:
-        """Novelty, duplicates, lengths beside the training data's, log-prob per character."""
+    def report(self, samples: list[Sample] | Draw) -> Report:
+        """Novelty, duplicates, lengths beside the training data's, log-prob per character
+        (and, for a Draw, how many tries the filters rejected)."""
+        if isinstance(samples, Draw):
+            return make_report(samples.samples, self.fingerprint, samples.tries, samples.rejected)
         return make_report(samples, self.fingerprint)
 
     def evaluate(

@@ -210,17 +210,18 @@ def cmd_sample(args) -> int:
         max_new_tokens=args.max_new_tokens, novel=args.novel, min_length=args.min_length,
         max_length=args.max_length, max_tries=args.max_tries, seed=args.seed,
     )
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     for i, s in enumerate(draw):
         if not args.json:
             print(f"sample {i + 1:2d}: {s.text}", flush=True)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - start_cpu
     if not draw.complete:
         say(f"microgpt: {draw.shortfall()}")
-    report = model.report(draw.samples) if args.report else None
+    report = model.report(draw if draw.config.filtered else draw.samples) if args.report else None
     if args.json:
         obj = {"samples": [s.text for s in draw.samples], "requested": draw.config.num_samples,
-               "found": len(draw.samples), "tries": draw.tries, "seconds": seconds}
+               "found": len(draw.samples), "tries": draw.tries, "seconds": seconds,
+               "cpu_seconds": cpu}
         if report is not None:
             obj["report"] = dataclasses.asdict(report)
         print(json.dumps(obj, ensure_ascii=False))
@@ -228,7 +229,8 @@ def cmd_sample(args) -> int:
         print()
         for line in format_report(report):
             print(line)
-        print(f"time:        {seconds:.3f} s for {draw.tries} tries on the {args.engine} engine")
+        print(f"time:        {seconds:.3f} s ({cpu:.3f} s CPU) for {draw.tries} tries on the "
+              f"{args.engine} engine")
     return 0
 
 

@@ -312,6 +312,8 @@ class Report:
     logprob_per_char: float  # mean log p (nats) over every predicted token, closing BOS included
     bits_per_char: float  # -logprob_per_char / ln 2: comparable with `microgpt eval`
     predicted: int  # tokens in that mean
+    tries: int | None = None  # samples generated to find these (None: not filtered)
+    rejected: dict[str, int] = field(default_factory=dict)  # reason -> tries rejected
 
 
 def length_bins(lengths: list[int], max_bins: int = 20) -> list[tuple[int, int]]:
@@ -321,8 +323,14 @@ def length_bins(lengths: list[int], max_bins: int = 20) -> list[tuple[int, int]]
     return [(lo, min(lo + width - 1, top)) for lo in range(0, top + 1, width)]
 
 
-def make_report(samples: list[Sample], fingerprint: Fingerprint | None = None) -> Report:
-    """The quality report over `samples` (text, logprob, predicted are used)."""
+def make_report(
+    samples: list[Sample],
+    fingerprint: Fingerprint | None = None,
+    tries: int | None = None,
+    rejected: dict[str, int] | None = None,
+) -> Report:
+    """The quality report over `samples` (text, logprob, predicted are used); `tries` and
+    `rejected` (from a `Draw`) say what the filters removed to find them."""
     n = len(samples)
     texts = [s.text for s in samples]
     lengths = [len(t) for t in texts]
@@ -354,6 +362,8 @@ def make_report(samples: list[Sample], fingerprint: Fingerprint | None = None) -
         logprob_per_char=logprob,
         bits_per_char=-logprob / math.log(2),
         predicted=predicted,
+        tries=tries,
+        rejected=dict(rejected or {}),
     )
 
 
@@ -381,5 +391,10 @@ def format_report(r: Report) -> list[str]:
         f"({r.bits_per_char:.4f} bits/char, {r.predicted} predicted tokens incl. the end)",
         "length   samples  training",
     ]
+    if r.tries is not None:
+        why = ", ".join(f"{n} {reason}" for reason, n in sorted(r.rejected.items()))
+        lines.insert(
+            1, f"kept:        {r.num_samples} of {r.tries} tries (rejected: {why or 'none'})"
+        )
     lines += [f"{label:>6}   {pct(s)}   {pct(t)}" for label, s, t in r.lengths]
     return lines
