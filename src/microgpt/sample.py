@@ -293,7 +293,7 @@ class Draw:
         why = ", ".join(f"{n} {reason}" for reason, n in self.rejected.most_common())
         return (
             f"found {len(self.samples)} of {self.config.num_samples} samples in {self.tries} "
-            f"tries (rejected: {why or 'none'}); raise --max-tries or relax the constraints"
+            f"tries (rejected: {why or 'none'}); raise --max-tries or --temperature, or relax the constraints"
         )
 
 
