@@ -469,3 +469,19 @@ def test_api_equals_cli(tiny_ckpt, cli_env):
     fresh = microgpt.load(tiny_ckpt)
     r = run_cli(["sample", "--checkpoint", str(tiny_ckpt), "--num-samples", "4"], cli_env)
     assert [line.split(": ", 1)[1] for line in r.stdout.splitlines()] == fresh.sample(4)
+
+
+def test_readme_api_example_runs(tiny_ckpt, tmp_path):
+    import microgpt
+
+    data = tmp_path / "names.txt"
+    data.write_text("emma\nava\n")
+    model = microgpt.load(tiny_ckpt, engine="ref")
+    names = model.sample(3, prompt="a", novel=True, seed=1)
+    assert len(names) == 3 and all(n.startswith("a") and n not in TINY_DOCS for n in names)
+    draw = model.draw(5, novel=True, seed=2)
+    draw.run()
+    report = str(model.report(draw))
+    assert report.startswith("--- report over 5 samples ---") and "kept:        5 of" in report
+    by_file = model.evaluate(data)
+    assert by_file == model.evaluate(["emma", "ava"]) and by_file.tokens == 9

@@ -293,7 +293,8 @@ class Draw:
         why = ", ".join(f"{n} {reason}" for reason, n in self.rejected.most_common())
         return (
             f"found {len(self.samples)} of {self.config.num_samples} samples in {self.tries} "
-            f"tries (rejected: {why or 'none'}); raise --max-tries or --temperature, or relax the constraints"
+            f"tries (rejected: {why or 'none'}); raise --max-tries or --temperature, "
+            "or relax the constraints"
         )
 
 
@@ -314,6 +315,9 @@ class Report:
     predicted: int  # tokens in that mean
     tries: int | None = None  # samples generated to find these (None: not filtered)
     rejected: dict[str, int] = field(default_factory=dict)  # reason -> tries rejected
+
+    def __str__(self) -> str:
+        return "\n".join(format_report(self))
 
 
 def length_bins(lengths: list[int], max_bins: int = 20) -> list[tuple[int, int]]:
