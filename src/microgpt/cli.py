@@ -222,8 +222,9 @@ def cmd_sample(args) -> int:
         obj = {"samples": [s.text for s in draw.samples], "requested": draw.config.num_samples,
                "found": len(draw.samples), "tries": draw.tries, "seconds": seconds,
                "cpu_seconds": cpu}
-        if report is not None:
-            obj["report"] = dataclasses.asdict(report)
+        if report is not None:  # NaN (no samples) is not JSON: null instead
+            obj["report"] = {k: None if isinstance(v, float) and v != v else v
+                             for k, v in dataclasses.asdict(report).items()}
         print(json.dumps(obj, ensure_ascii=False))
     elif report is not None:
         print()

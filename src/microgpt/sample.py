@@ -357,7 +357,13 @@ def make_report(
     logprob = sum(s.logprob for s in samples) / predicted if predicted else float("nan")
     return Report(
         num_samples=n,
-        novel=(sum(t not in fingerprint for t in texts) / n if fingerprint and n else None),
+        novel=(
+            None
+            if fingerprint is None
+            else sum(t not in fingerprint for t in texts) / n
+            if n
+            else float("nan")
+        ),
         false_positive_rate=fingerprint.false_positive_rate if fingerprint else None,
         duplicates=(n - len(set(texts))) / n if n else 0.0,
         mean_length=sum(lengths) / n if n else float("nan"),
