@@ -1,4 +1,4 @@
-"""The `microgpt` command line: train and sample.
+"""The `microgpt` command line: train, sample and eval.
 
 Stdout carries exactly what the original program prints (so `diff` against its output is
 empty); everything else (where files went, warnings) goes to stderr. A user's mistake ends
@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import random
 import signal
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -20,10 +22,14 @@ from . import __version__, rundir
 from . import checkpoint as ckpt_io
 from .bench import add_bench_parser
 from .config import DOC_MODES, PRESETS, ConfigError, get_preset, to_dict
-from .data import DataError, default_names_path, load_docs, split_validation
+from .data import (
+    DataError, default_names_path, load_docs, read_text, split_documents, split_validation,
+)
 from .engine import ENGINES, EngineError, load_engine
+from .fingerprint import METADATA_KEY as DOCS_FINGERPRINT
+from .fingerprint import Fingerprint
 from .init import num_params
-from .sample import sample_lines
+from .sample import TRIES_PER_SAMPLE, format_report, sample_lines
 from .tokenizer import TokenizerError
 from .train import TrainingError, new_trainer, resume_trainer
 from .train import run as run_training
@@ -230,7 +236,8 @@ def cmd_train(args) -> int:
     }
     trainer = new_trainer(
         engine_cls, train_docs, model, optim, train, rng, dtype=args.dtype or "float64",
-        preset=preset.name, extra=extra, val_docs=val_docs,
+        preset=preset.name, val_docs=val_docs,
+        extra={**extra, DOCS_FINGERPRINT: Fingerprint.from_docs(train_docs).to_json()},
     )
     print(f"vocab size: {trainer.tokenizer.vocab_size}")
     print(f"num params: {num_params(model, trainer.tokenizer.vocab_size)}")
@@ -404,6 +411,28 @@ def add_sample_parser(sub) -> None:
     p.add_argument("--num-samples", type=int, metavar="N", help="how many samples (default: 20)")
     p.add_argument("--temperature", type=float, metavar="X",
                    help="0 is greedy, higher is more varied (default: the run's, 0.5)")
+    p.add_argument("--top-k", type=int, metavar="K",
+                   help="draw only among the K most likely tokens (default: all)")
+    p.add_argument("--prompt", default="", metavar="TEXT",
+                   help="every sample starts with this text (default: none)")
+    p.add_argument("--max-new-tokens", type=int, metavar="N",
+                   help="tokens to generate after the prompt at most (default: block_size); "
+                   "past the context the window slides over the last block_size tokens")
+    p.add_argument("--novel", action="store_true",
+                   help="keep only samples that are not training documents (uses the "
+                   "fingerprint saved in the checkpoint; no data file needed)")
+    p.add_argument("--min-length", type=int, metavar="N",
+                   help="keep only samples of at least N characters (prompt included)")
+    p.add_argument("--max-length", type=int, metavar="N",
+                   help="keep only samples of at most N characters (prompt included)")
+    p.add_argument("--max-tries", type=int, metavar="N",
+                   help="give up after N generated samples (default: --num-samples, or "
+                   f"{TRIES_PER_SAMPLE} times it with --novel/--min-length/--max-length)")
+    p.add_argument("--report", action="store_true",
+                   help="after the samples, print novelty, duplicates, lengths beside the "
+                   "training data's and the mean log-probability per character")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (samples, counts, and the report with --report)")
     p.add_argument("--seed", type=int, metavar="N",
                    help="random seed (default: continue the checkpoint's saved random state)")
     p.add_argument("--engine", choices=list(ENGINES), default=DEFAULT_ENGINE,
@@ -414,21 +443,82 @@ def add_sample_parser(sub) -> None:
 
 
 def cmd_sample(args) -> int:
-    ckpt = ckpt_io.load(args.checkpoint)
-    train = dataclasses.replace(
-        ckpt.train,
-        **{k: v for k, v in [("num_samples", args.num_samples),
-                             ("temperature", args.temperature)] if v is not None},
+    from .api import load
+
+    model = load(args.checkpoint, engine=args.engine, dtype=args.dtype)
+    draw = model.draw(
+        args.num_samples, prompt=args.prompt, temperature=args.temperature, top_k=args.top_k,
+        max_new_tokens=args.max_new_tokens, novel=args.novel, min_length=args.min_length,
+        max_length=args.max_length, max_tries=args.max_tries, seed=args.seed,
     )
-    train.validate()
-    engine_cls = load_engine(args.engine)
-    tokenizer = ckpt.tokenizer
-    engine = engine_cls(
-        ckpt.model, ckpt.optim, tokenizer.vocab_size, ckpt.params, dtype=args.dtype
+    start, start_cpu = time.perf_counter(), time.process_time()
+    for i, s in enumerate(draw):
+        if not args.json:
+            print(f"sample {i + 1:2d}: {s.text}", flush=True)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    if not draw.complete:
+        say(f"microgpt: {draw.shortfall()}")
+    report = model.report(draw if draw.config.filtered else draw.samples) if args.report else None
+    if args.json:
+        obj = {"samples": [s.text for s in draw.samples], "requested": draw.config.num_samples,
+               "found": len(draw.samples), "tries": draw.tries, "seconds": seconds,
+               "cpu_seconds": cpu}
+        if report is not None:  # NaN (no samples) is not JSON: null instead
+            obj["report"] = {k: None if isinstance(v, float) and v != v else v
+                             for k, v in dataclasses.asdict(report).items()}
+        print(json.dumps(obj, ensure_ascii=False))
+    elif report is not None:
+        print()
+        for line in format_report(report):
+            print(line)
+        print(f"time:        {seconds:.3f} s ({cpu:.3f} s CPU) for {draw.tries} tries on the "
+              f"{args.engine} engine")
+    return 0
+
+
+# --- eval -----------------------------------------------------------------------------------
+
+
+def add_eval_parser(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="loss and bits per character of a saved model on a text file",
+        description="Score a checkpoint on a file's documents: mean loss per predicted token "
+        "(nats) and bits per character, each document scored as in training ([BOS] doc [BOS]).",
     )
-    rng = random.Random(args.seed) if args.seed is not None else ckpt.rng()
-    for line in sample_lines(engine, tokenizer, rng, train.num_samples, train.temperature):
-        print(line, flush=True)
+    p.add_argument("--checkpoint", required=True, metavar="PATH", help="a model.safetensors file")
+    p.add_argument("--data", required=True, metavar="FILE", help="UTF-8 text file to score")
+    p.add_argument("--doc-mode", choices=list(DOC_MODES),
+                   help="how the file splits into documents (default: the model's, else lines)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="B",
+                   help="documents per engine call (default: 32; does not change the result)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--engine", choices=list(ENGINES), default=DEFAULT_ENGINE,
+                   help=f"computation engine (default: {DEFAULT_ENGINE})")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args) -> int:
+    from .api import load
+
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    model = load(args.checkpoint, engine=args.engine)
+    mode = args.doc_mode or model.checkpoint.train.doc_mode
+    docs = split_documents(read_text(args.data)[0], mode)
+    if not docs:
+        raise DataError(f"data file {args.data!r} holds no documents")
+    missing = model.tokenizer.unknown("".join(docs))
+    if missing:
+        shown = ", ".join(repr(ch) for ch in missing[:10])
+        raise TokenizerError(f"{args.data} has characters not in the model's vocabulary: "
+                             f"{shown}; evaluate on text like the training data")
+    result = model.evaluate(docs, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps({**dataclasses.asdict(result), "docs": len(docs), "doc_mode": mode}))
+    else:
+        print(f"loss {result.loss:.4f} | bits/char {result.bits_per_char:.4f} | "
+              f"tokens {result.tokens} | docs {len(docs)}")
     return 0
 
 
@@ -445,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_sample_parser(sub)
     add_bench_parser(sub)
+    add_eval_parser(sub)
     return parser
 
 
