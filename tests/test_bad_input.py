@@ -189,7 +189,7 @@ CASES = [
     (
         "sample-negative-count",
         ["sample", "--checkpoint", "{ws}/run/model.safetensors", "--num-samples", "-4"],
-        "num samples",
+        "num-samples",
     ),
     ("sample-no-checkpoint-flag", ["sample"], "--checkpoint"),
     (

@@ -14,7 +14,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "microgpt"
 CORE = ["config", "data", "tokenizer", "tensor", "init", "schedule", "checkpoint", "engine",
-        "train", "sample", "evaluate"]
+        "train", "sample", "evaluate", "fingerprint", "rundir", "distributed"]
 ENGINE_PACKAGES = {"ref": "ref", "numpy": "numpy_engine", "torch": "torch_engine"}
 
 

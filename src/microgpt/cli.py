@@ -23,7 +23,12 @@ from . import checkpoint as ckpt_io
 from .bench import add_bench_parser
 from .config import DOC_MODES, PRESETS, ConfigError, get_preset, to_dict
 from .data import (
-    DataError, default_names_path, load_docs, read_text, split_documents, split_validation,
+    DataError,
+    default_names_path,
+    load_docs,
+    read_text,
+    split_documents,
+    split_validation,
 )
 from .engine import ENGINES, EngineError, load_engine
 from .fingerprint import METADATA_KEY as DOCS_FINGERPRINT
