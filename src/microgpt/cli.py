@@ -9,13 +9,15 @@ chose is imported only once they chose it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import random
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, distributed
 from . import checkpoint as ckpt_io
 from .config import PRESETS, ConfigError, get_preset
 from .data import DataError, default_names_path, load_docs
@@ -69,7 +71,28 @@ def add_train_parser(sub) -> None:
                    help="run directory: metrics.jsonl and model.safetensors are written there")
     p.add_argument("--force", action="store_true",
                    help="allow --out to point at a directory that already holds a run")
+    add_device_flags(p, compile_flag=True)
     p.set_defaults(func=cmd_train)
+
+
+def add_device_flags(p, compile_flag: bool = False) -> None:
+    """Flags of the torch engine (they are refused with another engine)."""
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"],
+                   help="torch engine only: where to compute (default: auto = CUDA, else CPU)")
+    if compile_flag:
+        p.add_argument("--compile", action="store_true",
+                       help="torch engine only: torch.compile the training step (slow start)")
+
+
+def engine_kwargs(args) -> dict:
+    """Constructor keywords for the chosen engine from the torch-only flags."""
+    kwargs = {"device": args.device} if args.device else {}
+    if getattr(args, "compile", False):
+        kwargs["compile"] = True
+    if kwargs and args.engine != "torch":
+        flags = " and ".join(f"--{k}" for k in kwargs)
+        raise UsageError(f"{flags} needs --engine torch (the {args.engine} engine runs on the CPU)")
+    return kwargs
 
 
 def configs_from_args(args):
@@ -115,8 +138,28 @@ def prepare_out_dir(out: str, force: bool) -> Path:
 
 
 def cmd_train(args) -> int:
+    """Train; under torchrun every rank trains, and only rank 0 prints and writes files."""
+    launch = distributed.from_env()
+    if not launch.distributed:
+        return train_run(args)
+    if args.engine != "torch":
+        raise UsageError(
+            f"torchrun started {launch.world_size} processes; distributed training needs "
+            "--engine torch"
+        )
+    distributed.check_batch(launch, configs_from_args(args)[3].batch_size)
+    if launch.is_main:
+        say(distributed.describe(launch, configs_from_args(args)[3].batch_size))
+        return train_run(args)
+    follower = argparse.Namespace(**{**vars(args), "out": None})  # rank 0 writes the files
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+        return train_run(follower)
+
+
+def train_run(args) -> int:
     preset, model, optim, train = configs_from_args(args)
     out = prepare_out_dir(args.out, args.force) if args.out else None
+    kwargs = engine_kwargs(args)
     engine_cls = load_engine(args.engine)
 
     rng = random.Random(train.seed)  # Let there be order among chaos
@@ -126,6 +169,7 @@ def cmd_train(args) -> int:
     trainer = new_trainer(
         engine_cls, docs, model, optim, train, rng,
         preset=preset.name, extra={"data_sha256": data_sha256, "data_path": str(data_path)},
+        engine_kwargs=kwargs,
     )
     print(f"vocab size: {trainer.tokenizer.vocab_size}")
     print(f"num params: {num_params(model, trainer.tokenizer.vocab_size)}")
@@ -141,6 +185,8 @@ def cmd_train(args) -> int:
     finally:
         if metrics:
             metrics.close()
+    if hasattr(trainer.engine, "summary"):  # the torch engine: device, tokens/s, this rank's share
+        say(trainer.engine.summary())
     if out:
         # Saved before sampling: `microgpt sample` on this file, without --seed, continues
         # the same random stream and prints the same samples as below.
@@ -172,6 +218,7 @@ def add_sample_parser(sub) -> None:
                    help="random seed (default: continue the checkpoint's saved random state)")
     p.add_argument("--engine", choices=list(ENGINES), default=DEFAULT_ENGINE,
                    help=f"computation engine (default: {DEFAULT_ENGINE})")
+    add_device_flags(p)
     p.set_defaults(func=cmd_sample)
 
 
@@ -183,9 +230,10 @@ def cmd_sample(args) -> int:
                              ("temperature", args.temperature)] if v is not None},
     )
     train.validate()
+    kwargs = engine_kwargs(args)
     engine_cls = load_engine(args.engine)
     tokenizer = ckpt.tokenizer
-    engine = engine_cls(ckpt.model, ckpt.optim, tokenizer.vocab_size, ckpt.params)
+    engine = engine_cls(ckpt.model, ckpt.optim, tokenizer.vocab_size, ckpt.params, **kwargs)
     rng = random.Random(args.seed) if args.seed is not None else ckpt.rng()
     for line in sample_lines(engine, tokenizer, rng, train.num_samples, train.temperature):
         print(line, flush=True)

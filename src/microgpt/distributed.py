@@ -50,7 +50,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> Launch:
         rank = int(env.get("RANK", "0"))
         local_rank = int(env.get("LOCAL_RANK", str(rank)))
     except ValueError:
-        raise ConfigError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (set by torchrun)")
+        raise ConfigError(
+            "RANK, WORLD_SIZE and LOCAL_RANK must be integers (set by torchrun)"
+        ) from None
     if world_size < 1 or not 0 <= rank < world_size or local_rank < 0:
         raise ConfigError(f"inconsistent torchrun environment: RANK={rank} WORLD_SIZE={world_size}")
     return Launch(rank=rank, world_size=world_size, local_rank=local_rank)

@@ -109,9 +109,14 @@ def new_trainer(
     dtype: str = "float64",
     preset: str = "final",
     extra: dict[str, str] | None = None,
+    engine_kwargs: dict | None = None,
 ) -> Trainer:
-    """A fresh run over already-shuffled `docs`: tokenizer, then weights drawn from `rng`."""
+    """A fresh run over already-shuffled `docs`: tokenizer, then weights drawn from `rng`.
+
+    `engine_kwargs` go to the engine's constructor (e.g. the torch engine's `device`)."""
     tokenizer = Tokenizer.from_docs(docs)
     params = init_params(model, tokenizer.vocab_size, rng)
-    engine = engine_cls(model, optim, tokenizer.vocab_size, params, dtype=dtype)
+    engine = engine_cls(
+        model, optim, tokenizer.vocab_size, params, dtype=dtype, **(engine_kwargs or {})
+    )
     return Trainer(engine, tokenizer, docs, optim, train, rng, preset=preset, extra=extra)

@@ -23,6 +23,7 @@ on CPU, nccl on CUDA) and trains through torch's DistributedDataParallel; see
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import time
 from array import array
@@ -78,9 +79,12 @@ def attention_forward(
     attends to every cached one (and is appended to the cache)."""
     B, T, C = x.shape
     HS = C // n_head
-    q = F.linear(x, w[f"layer{li}.attn_wq"]).view(B, T, n_head, HS).transpose(1, 2)  # (B, NH, T, HS)
-    k = F.linear(x, w[f"layer{li}.attn_wk"]).view(B, T, n_head, HS).transpose(1, 2)  # (B, NH, T, HS)
-    v = F.linear(x, w[f"layer{li}.attn_wv"]).view(B, T, n_head, HS).transpose(1, 2)  # (B, NH, T, HS)
+    q = F.linear(x, w[f"layer{li}.attn_wq"])  # (B, T, C)
+    q = q.view(B, T, n_head, HS).transpose(1, 2)  # (B, NH, T, HS)
+    k = F.linear(x, w[f"layer{li}.attn_wk"])  # (B, T, C)
+    k = k.view(B, T, n_head, HS).transpose(1, 2)  # (B, NH, T, HS)
+    v = F.linear(x, w[f"layer{li}.attn_wv"])  # (B, T, C)
+    v = v.view(B, T, n_head, HS).transpose(1, 2)  # (B, NH, T, HS)
     causal = past is None
     if past is not None:
         # NOTE: only a single new position is decoded at a time; it is the last one, so it
@@ -155,7 +159,7 @@ class GPT(nn.Module):
         self.weights = nn.ParameterList([nn.Parameter(t) for t in weights.values()])
 
     def named(self) -> dict[str, torch.Tensor]:
-        return dict(zip(self.names, self.weights))
+        return dict(zip(self.names, self.weights, strict=True))
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Sum of the cross-entropies at every target that is not IGNORE (a scalar)."""
@@ -209,6 +213,7 @@ def join_process_group(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend=backend)
+    atexit.register(close)  # leave the group at exit; torch warns when a rank does not
 
 
 def to_torch(t: Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -266,7 +271,8 @@ class TorchEngine(Engine):
         )
         storage = STORAGE[dtype]
         order = param_shapes(config, vocab_size)
-        self.model = GPT(config, {k: to_torch(params[k], storage, self.device) for k in order}, fused)
+        weights = {k: to_torch(params[k], storage, self.device) for k in order}
+        self.model = GPT(config, weights, fused)
         self.fused = fused
         self.train_model: nn.Module = torch.compile(self.model) if compile else self.model
         if launch.distributed:
@@ -330,7 +336,7 @@ class TorchEngine(Engine):
     def adam_step(self, lr, t):
         t0 = time.perf_counter()
         beta1, beta2, eps_adam = self.optim.beta1, self.optim.beta2, self.optim.eps_adam
-        for p, m, v in zip(self.model.weights, self.m, self.v):
+        for p, m, v in zip(self.model.weights, self.m, self.v, strict=True):
             g = p.grad  # NOTE: identical on every rank after DDP's all-reduce
             m.mul_(beta1).add_((1 - beta1) * g)  # m = beta1 * m + (1 - beta1) * g
             v.mul_(beta2).add_((1 - beta2) * g**2)  # v = beta2 * v + (1 - beta2) * g**2
@@ -366,8 +372,8 @@ class TorchEngine(Engine):
     def optimizer_state(self):
         names = self.model.names
         return (
-            {k: to_tensor(m) for k, m in zip(names, self.m)},
-            {k: to_tensor(v) for k, v in zip(names, self.v)},
+            {k: to_tensor(m) for k, m in zip(names, self.m, strict=True)},
+            {k: to_tensor(v) for k, v in zip(names, self.v, strict=True)},
         )
 
     def load_optimizer_state(self, m, v):
