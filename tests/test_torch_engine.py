@@ -132,6 +132,19 @@ def test_unfused_attention_path_matches_fused():
         assert relative_error(g, b.gradients()[name]) < 1e-12
 
 
+@pytest.mark.slow  # torch.compile builds C++ kernels: about a minute on 2 cores
+def test_compiled_training_step_matches_eager():
+    model, optim, V, params, batch = random_case(7, "first", 3)
+    eager = TorchEngine(model, optim, V, params, device="cpu")
+    compiled = TorchEngine(model, optim, V, params, device="cpu", compile=True)
+    for t in (1, 2):
+        a, b = eager.forward_backward(batch), compiled.forward_backward(batch)
+        assert abs(a - b) <= 1e-12 * a
+        for name, g in eager.gradients().items():
+            assert relative_error(g, compiled.gradients()[name]) <= 1e-12, name
+        eager.adam_step(0.01, t), compiled.adam_step(0.01, t)
+
+
 @pytest.mark.parametrize("dtype, tol", [("float32", 1e-5), ("bfloat16", 5e-2)])
 def test_lower_precision_dtypes_follow_float64(dtype, tol):
     model, optim, V, params, batch = random_case(3, "final", 4)

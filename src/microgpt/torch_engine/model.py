@@ -274,6 +274,7 @@ class TorchEngine(Engine):
         weights = {k: to_torch(params[k], storage, self.device) for k in order}
         self.model = GPT(config, weights, fused)
         self.fused = fused
+        self.compiled = compile
         self.train_model: nn.Module = torch.compile(self.model) if compile else self.model
         if launch.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -288,9 +289,14 @@ class TorchEngine(Engine):
         self.stats = {"steps": 0, "sequences": 0, "tokens": 0, "global_tokens": 0, "seconds": 0.0}
 
     # --- training ---------------------------------------------------------------------------
-    def _pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and targets (B, T), padded at the end; padded targets are IGNORE."""
-        T = max(len(s) - 1 for s in seqs)
+    def _pad(
+        self, seqs: list[list[int]], T: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets (B, T), padded at the end; padded targets are IGNORE.
+
+        Padding changes nothing: attention is causal, so no real position sees a pad, and
+        cross_entropy skips IGNORE targets."""
+        T = T or max(len(s) - 1 for s in seqs)
         idx = [s[:-1] + [0] * (T - len(s) + 1) for s in seqs]
         tgt = [s[1:] + [IGNORE] * (T - len(s) + 1) for s in seqs]
         as_tensor = lambda rows: torch.tensor(rows, dtype=torch.long, device=self.device)
@@ -312,7 +318,8 @@ class TorchEngine(Engine):
         if not local:
             raise EngineError(f"rank {rank} got no sequence from a batch of {len(batch)}")
         n_global = sum(len(s) - 1 for s in batch)
-        idx, targets = self._pad(local)  # (b, T), (b, T)
+        # compiled: always pad to block_size, one static shape, one graph (no recompiles)
+        idx, targets = self._pad(local, self.config.block_size if self.compiled else None)
         for p in self.model.weights:
             p.grad = None
         with self.autocast:
