@@ -264,10 +264,11 @@ class TorchEngine(Engine):
             # TF32 matmuls: ~10 bits of mantissa in the products, float32 accumulation.
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+        # a fresh context each time: bfloat16 autocast over float32 weights, else nothing
         self.autocast = (
-            torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+            (lambda: torch.autocast(device_type=self.device.type, dtype=torch.bfloat16))
             if dtype == "bfloat16"
-            else contextlib.nullcontext()
+            else contextlib.nullcontext
         )
         storage = STORAGE[dtype]
         order = param_shapes(config, vocab_size)
@@ -322,7 +323,7 @@ class TorchEngine(Engine):
         idx, targets = self._pad(local, self.config.block_size if self.compiled else None)
         for p in self.model.weights:
             p.grad = None
-        with self.autocast:
+        with self.autocast():
             ce_sum = self.train_model(idx, targets)  # scalar
         (ce_sum * (W / n_global)).backward()
         total = ce_sum.detach().to(torch.float64)
@@ -391,7 +392,7 @@ class TorchEngine(Engine):
     # --- inference ----------------------------------------------------------------------------
     @torch.no_grad()
     def _logits(self, idx, **kwargs) -> torch.Tensor:
-        with self.autocast:
+        with self.autocast():
             out = gpt_forward(self.model.named(), idx, self.config, fused=self.fused, **kwargs)
         return out.to(torch.float64)
 
@@ -402,7 +403,7 @@ class TorchEngine(Engine):
     @torch.no_grad()
     def loss(self, batch):
         idx, targets = self._pad(batch)  # (B, T), (B, T)
-        with self.autocast:
+        with self.autocast():
             ce_sum = self.model(idx, targets)  # scalar
         return ce_sum.item() / sum(len(s) - 1 for s in batch)
 
