@@ -102,8 +102,12 @@ class Model:
             raise TokenizerError(f"{where}: {e}; evaluate on text like the training data") from None
 
 
-def load(path: str | os.PathLike, engine: str = "numpy", dtype: str = "float64") -> Model:
-    """Load a checkpoint onto the named engine (numpy by default; ref, torch)."""
+def load(
+    path: str | os.PathLike, engine: str = "numpy", dtype: str = "float64", **engine_kwargs
+) -> Model:
+    """Load a checkpoint onto the named engine (numpy by default; ref, torch).
+
+    `engine_kwargs` go to the engine's constructor (e.g. device="cuda" for torch)."""
     ckpt = ckpt_io.load(path)
     engine_cls = load_engine(engine)
     fingerprint = None
@@ -112,5 +116,8 @@ def load(path: str | os.PathLike, engine: str = "numpy", dtype: str = "float64")
             fingerprint = Fingerprint.from_json(ckpt.extra[METADATA_KEY])
         except FingerprintError as e:
             raise ckpt_io.CheckpointError(f"{path}: {e}") from None
-    eng = engine_cls(ckpt.model, ckpt.optim, ckpt.tokenizer.vocab_size, ckpt.params, dtype=dtype)
+    eng = engine_cls(
+        ckpt.model, ckpt.optim, ckpt.tokenizer.vocab_size, ckpt.params, dtype=dtype,
+        **engine_kwargs,
+    )
     return Model(ckpt, eng, fingerprint)

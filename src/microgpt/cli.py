@@ -9,8 +9,10 @@ chose is imported only once they chose it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import random
 import signal
 import sys
@@ -18,7 +20,7 @@ import time
 import warnings
 from pathlib import Path
 
-from . import __version__, rundir
+from . import __version__, distributed, rundir
 from . import checkpoint as ckpt_io
 from .bench import add_bench_parser
 from .config import DOC_MODES, PRESETS, ConfigError, get_preset, to_dict
@@ -40,7 +42,7 @@ from .train import TrainingError, new_trainer, resume_trainer
 from .train import run as run_training
 
 DEFAULT_ENGINE = "numpy"
-DTYPES = ("float64", "float32")
+DTYPES = ("float64", "float32", "bfloat16")  # each engine accepts some (Engine.dtypes)
 USER_ERRORS = (
     ConfigError, DataError, EngineError, ckpt_io.CheckpointError, TokenizerError,
     rundir.RunDirError, TrainingError,
@@ -118,7 +120,28 @@ def add_train_parser(sub) -> None:
                    "and best.safetensors (lowest validation loss) are written there")
     p.add_argument("--force", action="store_true",
                    help="allow --out to point at a directory that already holds a run")
+    add_device_flags(p, compile_flag=True)
     p.set_defaults(func=cmd_train)
+
+
+def add_device_flags(p, compile_flag: bool = False) -> None:
+    """Flags of the torch engine (they are refused with another engine)."""
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"],
+                   help="torch engine only: where to compute (default: auto = CUDA, else CPU)")
+    if compile_flag:
+        p.add_argument("--compile", action="store_true",
+                       help="torch engine only: torch.compile the training step (slow start)")
+
+
+def engine_kwargs(args, engine_name: str) -> dict:
+    """Constructor keywords for the chosen engine from the torch-only flags."""
+    kwargs = {"device": args.device} if args.device else {}
+    if getattr(args, "compile", False):
+        kwargs["compile"] = True
+    if kwargs and engine_name != "torch":
+        flags = " and ".join(f"--{k}" for k in kwargs)
+        raise UsageError(f"{flags} needs --engine torch (the {engine_name} engine runs on the CPU)")
+    return kwargs
 
 
 def configs_from_args(args):
@@ -213,8 +236,32 @@ def run_config(trainer, engine_name: str, eval_every: int, checkpoint_every: int
 
 
 def cmd_train(args) -> int:
+    """Train; under torchrun every rank trains, and only rank 0 prints and writes files."""
+    launch = distributed.from_env()
+    if not launch.distributed:
+        return cmd_resume(args) if args.resume else train_run(args)
     if args.resume:
-        return cmd_resume(args)
+        ckpt = ckpt_io.load(rundir.check_resumable(args.resume))
+        engine_name, batch_size = args.engine or ckpt.extra.get("engine"), ckpt.train.batch_size
+    else:
+        engine_name, batch_size = args.engine or DEFAULT_ENGINE, configs_from_args(args)[3].batch_size
+    if engine_name != "torch":
+        raise UsageError(
+            f"torchrun started {launch.world_size} processes; distributed training needs "
+            "--engine torch"
+        )
+    distributed.check_batch(launch, batch_size)
+    run = cmd_resume if args.resume else train_run
+    if launch.is_main:
+        say(distributed.describe(launch, batch_size))
+        return run(args)
+    follower = argparse.Namespace(**{**vars(args), "writes": False})  # rank 0 writes the files
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+        return run(follower)
+
+
+def train_run(args) -> int:
+    """A new run: check everything, then build the trainer, train, save and sample."""
     if args.allow_data_change:
         raise UsageError("--allow-data-change only applies with --resume DIR")
     preset, model, optim, train = configs_from_args(args)
@@ -223,9 +270,10 @@ def cmd_train(args) -> int:
         raise UsageError("--checkpoint-every needs --out DIR to write the checkpoints to")
     if eval_every and not train.val_fraction:
         raise UsageError("--eval-every needs held-out documents; add --val-fraction F (e.g. 0.1)")
-    if args.out:
+    if args.out and getattr(args, "writes", True):
         rundir.check_new(args.out, args.force)  # before anything is written
     engine_name = args.engine or DEFAULT_ENGINE
+    kwargs = engine_kwargs(args, engine_name)
     engine_cls = load_engine(engine_name)
 
     rng = random.Random(train.seed)  # Let there be order among chaos
@@ -241,7 +289,7 @@ def cmd_train(args) -> int:
     }
     trainer = new_trainer(
         engine_cls, train_docs, model, optim, train, rng, dtype=args.dtype or "float64",
-        preset=preset.name, val_docs=val_docs,
+        preset=preset.name, val_docs=val_docs, engine_kwargs=kwargs,
         extra={**extra, DOCS_FINGERPRINT: Fingerprint.from_docs(train_docs).to_json()},
     )
     print(f"vocab size: {trainer.tokenizer.vocab_size}")
@@ -249,7 +297,7 @@ def cmd_train(args) -> int:
     if val_docs and not args.quiet:
         say(f"validation: {len(val_docs)} held-out document(s), {len(train_docs)} for training")
     run = None
-    if args.out:
+    if args.out and getattr(args, "writes", True):
         config = run_config(trainer, engine_name, eval_every, checkpoint_every)
         run = rundir.RunDir.create(args.out, args.force, config)
     header = preset.inference_header
@@ -281,6 +329,7 @@ def cmd_resume(args) -> int:
         )
     eval_every, checkpoint_every = loop_options(args, ckpt.extra)
     engine_name = args.engine or ckpt.extra.get("engine", DEFAULT_ENGINE)
+    kwargs = engine_kwargs(args, engine_name)
     engine_cls = load_engine(engine_name)
 
     if args.data:
@@ -300,13 +349,16 @@ def cmd_resume(args) -> int:
         )
     train_docs, val_docs = split_validation(docs, train.val_fraction)
     dtype = args.dtype or ckpt.extra.get("dtype", "float64")
-    trainer = resume_trainer(engine_cls, ckpt, train_docs, val_docs, train=train, dtype=dtype)
+    trainer = resume_trainer(engine_cls, ckpt, train_docs, val_docs, train=train, dtype=dtype,
+                             engine_kwargs=kwargs)
     trainer.extra.update(
         data_sha256=data_sha256, data_path=str(data_path.resolve()),
         eval_every=str(eval_every), checkpoint_every=str(checkpoint_every),
     )
     config = run_config(trainer, engine_name, eval_every, checkpoint_every)
-    run = rundir.RunDir.reopen(ckpt_path.parent, ckpt.step, config)
+    run = None
+    if getattr(args, "writes", True):  # under torchrun, rank 0 alone
+        run = rundir.RunDir.reopen(ckpt_path.parent, ckpt.step, config)
     if not args.quiet:
         say(f"resuming {ckpt_path} at step {ckpt.step} of {train.num_steps}")
     header = preset.inference_header
@@ -394,6 +446,8 @@ def train_and_sample(args, trainer, run, eval_every, checkpoint_every, inference
         return 128 + stop.signum
     if run is not None and not args.quiet:
         say(f"saved {run.latest} and {run.path / rundir.METRICS}")
+    if hasattr(trainer.engine, "summary"):  # the torch engine: device, tokens/s, this rank's share
+        say(trainer.engine.summary())
 
     print(f"\n{inference_header}")
     for line in sample_lines(trainer.engine, trainer.tokenizer, trainer.rng,
@@ -444,13 +498,15 @@ def add_sample_parser(sub) -> None:
                    help=f"computation engine (default: {DEFAULT_ENGINE})")
     p.add_argument("--dtype", choices=DTYPES, default="float64",
                    help="float precision of the engine (default: float64)")
+    add_device_flags(p)
     p.set_defaults(func=cmd_sample)
 
 
 def cmd_sample(args) -> int:
     from .api import load
 
-    model = load(args.checkpoint, engine=args.engine, dtype=args.dtype)
+    model = load(args.checkpoint, engine=args.engine, dtype=args.dtype,
+                 **engine_kwargs(args, args.engine))
     draw = model.draw(
         args.num_samples, prompt=args.prompt, temperature=args.temperature, top_k=args.top_k,
         max_new_tokens=args.max_new_tokens, novel=args.novel, min_length=args.min_length,

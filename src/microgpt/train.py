@@ -193,14 +193,18 @@ def new_trainer(
     preset: str = "final",
     extra: dict[str, str] | None = None,
     val_docs: list[str] | None = None,
+    engine_kwargs: dict | None = None,
 ) -> Trainer:
     """A fresh run over already-shuffled `docs`: tokenizer, then weights drawn from `rng`.
 
     The vocabulary covers the held-out `val_docs` too, so that they can be scored.
+    `engine_kwargs` go to the engine's constructor (e.g. the torch engine's `device`).
     """
     tokenizer = Tokenizer.from_docs(list(docs) + list(val_docs or []))
     params = init_params(model, tokenizer.vocab_size, rng)
-    engine = engine_cls(model, optim, tokenizer.vocab_size, params, dtype=dtype)
+    engine = engine_cls(
+        model, optim, tokenizer.vocab_size, params, dtype=dtype, **(engine_kwargs or {})
+    )
     return Trainer(
         engine, tokenizer, docs, optim, train, rng, preset=preset, extra=extra, val_docs=val_docs
     )
@@ -213,6 +217,7 @@ def resume_trainer(
     val_docs: list[str] | None = None,
     train: TrainConfig | None = None,
     dtype: str = "float64",
+    engine_kwargs: dict | None = None,
 ) -> Trainer:
     """Continue the run saved in `ckpt` over the same (re-read, re-shuffled) documents.
 
@@ -234,7 +239,10 @@ def resume_trainer(
             "resume with the run's own data or start a new run"
         )
     train = train or ckpt.train
-    engine = engine_cls(ckpt.model, ckpt.optim, tokenizer.vocab_size, ckpt.params, dtype=dtype)
+    engine = engine_cls(
+        ckpt.model, ckpt.optim, tokenizer.vocab_size, ckpt.params, dtype=dtype,
+        **(engine_kwargs or {}),
+    )
     engine.load_optimizer_state(ckpt.adam_m, ckpt.adam_v)
     window_rng = window_rng_for(train.seed)
     if ckpt.window_rng_state is not None:
