@@ -242,9 +242,11 @@ def cmd_train(args) -> int:
         return cmd_resume(args) if args.resume else train_run(args)
     if args.resume:
         ckpt = ckpt_io.load(rundir.check_resumable(args.resume))
-        engine_name, batch_size = args.engine or ckpt.extra.get("engine"), ckpt.train.batch_size
+        engine_name = args.engine or ckpt.extra.get("engine")
+        batch_size = ckpt.train.batch_size
     else:
-        engine_name, batch_size = args.engine or DEFAULT_ENGINE, configs_from_args(args)[3].batch_size
+        engine_name = args.engine or DEFAULT_ENGINE
+        batch_size = configs_from_args(args)[3].batch_size
     if engine_name != "torch":
         raise UsageError(
             f"torchrun started {launch.world_size} processes; distributed training needs "
