@@ -20,6 +20,7 @@ from . import checkpoint as ckpt_io
 from .config import PRESETS, ConfigError, get_preset
 from .data import DataError, default_names_path, load_docs
 from .engine import ENGINES, EngineError, load_engine
+from .export.cli import add_export_parser
 from .init import num_params
 from .sample import sample_lines
 from .tokenizer import TokenizerError
@@ -204,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_train_parser(sub)
     add_sample_parser(sub)
+    add_export_parser(sub)
     return parser
 
 
