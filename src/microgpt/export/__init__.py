@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .. import __version__
 from .. import checkpoint as ckpt_io
-from ..data import read_text, split_lines
+from ..data import DataError, read_text, split_lines
 from ..engine import load_engine
 from ..evaluate import evaluate
 from ..tensor import Tensor
@@ -87,7 +87,7 @@ class Report:
         return [
             ("file", f"{Path(self.path).name}, {self.file_bytes:,} bytes"),
             ("weights", f"{self.weight_bytes:,} bytes: {self.num_values:,} values, "
-                        f"{describe(self.quantization)}"),
+                        f"{describe(self.quantization, self.format)}"),
             ("loss", loss),
             ("speed", speed),
             ("memory", memory),
@@ -102,9 +102,9 @@ class Report:
         return json.dumps(fields)
 
 
-def describe(mode: str) -> str:
+def describe(mode: str, fmt: str = "py") -> str:
     return {
-        "none": "float64",
+        "none": "float64" if fmt == "py" else "float32",
         "float16": "float16",
         "int8": "int8 per-row symmetric, float16 scales",
         "int4": "int4 per-row symmetric, float16 scales",
@@ -151,7 +151,10 @@ def _write(path: Path, blob: bytes) -> None:
 
 def eval_docs(data: str | os.PathLike) -> list[str]:
     text, _ = read_text(data)
-    return split_lines(text)
+    docs = split_lines(text)
+    if not docs:
+        raise DataError(f"--data {str(data)!r} holds no documents to measure the loss on")
+    return docs
 
 
 def engine_loss(
@@ -164,10 +167,35 @@ def engine_loss(
     return result.loss, result.tokens
 
 
+# Runs the exported file's own functions under `python -I`, as a user's process would:
+# sampling speed first, then the Python heap one sample needs (tracemalloc slows it down).
+BENCH = """
+import json, random, runpy, sys, time, tracemalloc
+m = runpy.run_path(sys.argv[1])
+n, T, temperature = int(sys.argv[2]), m["CONFIG"]["block_size"], m["DEFAULTS"]["temperature"]
+sd, rng = m["load_weights"](), random.Random(0)
+tokens, start = 0, time.perf_counter()
+for _ in range(n):
+    tokens += min(len(m["generate"](sd, rng, temperature)) + 1, T)  # forward passes
+seconds = time.perf_counter() - start
+tracemalloc.start()
+m["generate"](m["load_weights"](), rng, temperature)
+heap = tracemalloc.get_traced_memory()[1]
+tracemalloc.stop()
+try:
+    import resource
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss *= 1 if sys.platform == "darwin" else 1024
+except ImportError:
+    rss = None
+print(json.dumps({"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
+                  "peak_rss_bytes": rss, "peak_heap_bytes": heap}))
+"""
+
+
 def bench_standalone(path: Path, samples: int = BENCH_SAMPLES) -> dict:
-    """Run the file as a user would (`python -I FILE --benchmark`) and read its JSON line."""
-    cmd = [sys.executable, "-I", str(path), "--benchmark", "--num-samples", str(samples),
-           "--seed", "0"]
+    """Sample `samples` times from the file in a fresh `python -I`; tokens/s and memory."""
+    cmd = [sys.executable, "-I", "-c", BENCH, str(path), str(samples)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"the exported file failed its benchmark:\n{proc.stderr}")
@@ -247,6 +275,8 @@ def export(
     else:
         from . import onnx_export  # needs the optional `onnx` package
 
+        if quantize_mode == "none":  # the graph computes in float32
+            report.weight_bytes = 4 * q.num_values
         blob = onnx_export.build(ckpt, q).SerializeToString()
         report.file_bytes = len(blob)
         _write(out_path, blob)
