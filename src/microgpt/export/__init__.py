@@ -133,7 +133,8 @@ def check_out(out: str | os.PathLike, force: bool) -> Path:
         )
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise ExportError(f"cannot write --out {str(out)!r}: {str(parent)!r} is not a directory")
+        why = "is not a directory" if parent.exists() else "does not exist"
+        raise ExportError(f"cannot write --out {str(out)!r}: {str(parent)!r} {why}")
     if not os.access(parent, os.W_OK):
         raise ExportError(f"cannot write --out {str(out)!r}: {str(parent)!r} is not writable")
     return path
@@ -171,6 +172,7 @@ def engine_loss(
 # sampling speed first, then the Python heap one sample needs (tracemalloc slows it down).
 BENCH = """
 import json, random, runpy, sys, time, tracemalloc
+PEAK_RSS
 m = runpy.run_path(sys.argv[1])
 n, T, temperature = int(sys.argv[2]), m["CONFIG"]["block_size"], m["DEFAULTS"]["temperature"]
 sd, rng = m["load_weights"](), random.Random(0)
@@ -182,15 +184,29 @@ tracemalloc.start()
 m["generate"](m["load_weights"](), rng, temperature)
 heap = tracemalloc.get_traced_memory()[1]
 tracemalloc.stop()
-try:
-    import resource
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    rss *= 1 if sys.platform == "darwin" else 1024
-except ImportError:
-    rss = None
+rss = peak_rss()
 print(json.dumps({"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
                   "peak_rss_bytes": rss, "peak_heap_bytes": heap}))
 """
+
+
+PEAK_RSS = """
+def peak_rss():
+    # VmHWM: this process's own high-water mark (ru_maxrss on Linux would also count the
+    # exporter it was forked from, as the kernel carries it across exec)
+    try:
+        with open("/proc/self/status") as f:
+            return 1024 * int(next(ln for ln in f if ln.startswith("VmHWM:")).split()[1])
+    except (OSError, StopIteration):
+        pass
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss * (1 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB elsewhere
+"""
+BENCH = BENCH.replace("PEAK_RSS", PEAK_RSS)
 
 
 def bench_standalone(path: Path, samples: int = BENCH_SAMPLES) -> dict:
@@ -214,8 +230,8 @@ def header(ckpt: ckpt_io.Checkpoint, report: Report, source: str) -> str:
         " --seed 1",
         "",
         f"GPT n_layer={m.n_layer} n_embd={m.n_embd} n_head={m.n_head} block_size={m.block_size}"
-        f" mlp={m.mlp} vocab={len(ckpt.uchars) + 1}, exported by microgpt {__version__} from",
-        f"{Path(source).name} (step {ckpt.step}, sha256 {report.checkpoint_sha256})",
+        f" mlp={m.mlp} vocab={len(ckpt.uchars) + 1} (microgpt {__version__})",
+        f"source   {Path(source).name}, step {ckpt.step}, sha256 {report.checkpoint_sha256}",
     ]
     lines += [f"{label:<8} {value}" for label, value in report.rows()]
     return "\n".join(lines) + "\n"

@@ -200,8 +200,8 @@ def onnx_loss(path: Path, ckpt: Checkpoint, docs: list[str]) -> tuple[float, int
 
 
 BENCH = """
-import json, random, resource, sys, time
-import numpy as np
+import json, random, sys, time
+PEAK_RSS
 from microgpt.export.onnx_export import probabilities_of, run_logits, session
 sess = session(sys.argv[1])
 n, T, bos, temperature = (int(a) if i < 3 else float(a) for i, a in enumerate(sys.argv[2:6]))
@@ -216,9 +216,14 @@ for _ in range(n):
             break
         seq.append(nxt)
 seconds = time.perf_counter() - start
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"tokens_per_s": tokens / seconds, "peak_rss_bytes": rss}))
+print(json.dumps({"tokens_per_s": tokens / seconds, "peak_rss_bytes": peak_rss()}))
 """
+
+
+def _bench_script() -> str:
+    from . import PEAK_RSS
+
+    return BENCH.replace("PEAK_RSS", PEAK_RSS)
 
 
 def probabilities_of(logits: list[float], temperature: float) -> list[float]:
@@ -246,8 +251,8 @@ def measure(path: Path, ckpt: Checkpoint, report, docs, engine: str, data) -> No
         report.loss_exported, _ = onnx_loss(path, ckpt, docs)
     args = [str(path), "50", str(ckpt.model.block_size), str(len(ckpt.uchars)),
             str(ckpt.train.temperature)]
-    proc = subprocess.run([sys.executable, "-c", BENCH, *args], capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run([sys.executable, "-c", _bench_script(), *args], capture_output=True,
+                          text=True, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"onnxruntime benchmark failed:\n{proc.stderr}")
     stats = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -49,9 +49,9 @@ def data_lines(ckpt: Checkpoint, q: Quantized) -> dict[str, str]:
     vocab = repr("".join(ckpt.uchars))
     return {
         "CONFIG": json.dumps(config, separators=(", ", ": ")),
-        "VOCAB": vocab + "  # token i is the character VOCAB[i]; token len(VOCAB) is BOS",
+        "VOCAB": vocab,
         "DEFAULTS": json.dumps(defaults),
-        "SHAPES": json.dumps({name: list(shape) for name, shape in q.shapes.items()}),
+        "SHAPES": json.dumps({k: list(v) for k, v in q.shapes.items()}, separators=(",", ":")),
         "QUANTIZATION": repr(q.mode),
         "WEIGHTS": _block(q.data),
         "SCALES": _block(q.scales),
@@ -72,8 +72,9 @@ def render(ckpt: Checkpoint, q: Quantized, header: str) -> str:
     values = data_lines(ckpt, q)
     for line in rest.split("\n"):
         name = line.split(" = ", 1)[0]
-        if name in values and re.match(r"^[A-Z]+ = ", line):
-            out.append(f"{name} = {values.pop(name)}")
+        if name in values and re.match(r"^[A-Z]+ = ", line):  # keep the line's comment
+            comment = line[line.index("  # ") :] if "  # " in line else ""
+            out.append(f"{name} = {values.pop(name)}{comment}")
         elif line.startswith("# ruff:"):
             continue
         elif (only := MODE_LINE.search(line)) and only.group(1) != q.mode:

@@ -7,11 +7,10 @@ import math
 import random
 import struct
 
-# The model (`microgpt export` fills these lines in)
 CONFIG = {"n_layer": 1, "n_embd": 16, "n_head": 4, "block_size": 16, "mlp": "relu"}
 VOCAB = "ab"  # token i is VOCAB[i]; BOS = len(VOCAB) begins and ends a sample
 DEFAULTS = {"temperature": 0.5, "num_samples": 20}
-SHAPES = {"wte": [3, 16]}  # rows, columns of each matrix, in WEIGHTS' order
+SHAPES = {"wte": [3, 16]}
 QUANTIZATION = "none"
 WEIGHTS = """"""
 SCALES = """"""
@@ -19,7 +18,7 @@ BOS = len(VOCAB)
 
 
 def load_weights():
-    """{name: rows}: WEIGHTS is base85 of little-endian values, row after row."""
+    """{name: rows}; WEIGHTS is base85 of little-endian values, row after row."""
     raw = base64.b85decode("".join(WEIGHTS.split()))
     flat = struct.unpack(f"<{len(raw) // 8}d", raw)  # none: float64
     flat = struct.unpack(f"<{len(raw) // 2}e", raw)  # float16
@@ -37,8 +36,8 @@ def load_weights():
     return sd
 
 
-# The original microgpt's forward pass on floats, in its operation order (sums are chains
-# from 0, a / b is a * b**-1): unquantized, its logits are microgpt's reference engine's.
+# microgpt's forward pass on floats in its operation order (sums chain from 0, a / b is
+# a * b**-1): unquantized, its logits are bit for bit the reference engine's
 def total(xs):
     s = 0
     for x in xs:
