@@ -285,7 +285,8 @@ def test_cli_errors_are_one_line(small_ckpt, tmp_path, capsys, change, message):
 
 @pytest.fixture(scope="module")
 def names_model(tmp_path_factory, names_path) -> Path:
-    """The default model (the original run, 1000 steps), trained with the NumPy engine."""
+    """The default model (the original run, 1000 steps), trained with the NumPy engine
+    (seconds; the reference engine would take minutes)."""
     numpy_engine()
     out = tmp_path_factory.mktemp("names")
     assert main(["train", "--engine", "numpy", "--data", str(names_path), "--out", str(out),
@@ -293,7 +294,6 @@ def names_model(tmp_path_factory, names_path) -> Path:
     return out / "model.safetensors"
 
 
-@pytest.mark.slow
 def test_default_model_int8(names_model, names_path, tmp_path):
     out = tmp_path / "names_int8.py"
     report: Report = export(names_model, out, quantize_mode="int8", data=names_path)
