@@ -46,8 +46,15 @@ def small_ckpt(tmp_path_factory, names_path) -> Path:
     docs = split_lines(read_text(names_path)[0])[:500]
     rng = random.Random(3)
     rng.shuffle(docs)
-    trainer = new_trainer(RefEngine, docs, ModelConfig(), OptimConfig(), TrainConfig(num_steps=5),
-                          rng, extra={"data_path": str(names_path)})
+    trainer = new_trainer(
+        RefEngine,
+        docs,
+        ModelConfig(),
+        OptimConfig(),
+        TrainConfig(num_steps=5),
+        rng,
+        extra={"data_path": str(names_path)},
+    )
     while not trainer.done:
         trainer.step()
     path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
@@ -74,8 +81,10 @@ def file_logits(module, sd, tokens):
 def exported(small_ckpt, tmp_path_factory):
     """mode -> path of the standalone file (not measured: fast)."""
     out = tmp_path_factory.mktemp("py")
-    return {m: export(small_ckpt, out / f"model_{m}.py", quantize_mode=m, measure=False).path
-            for m in QUANTIZATIONS}
+    return {
+        m: export(small_ckpt, out / f"model_{m}.py", quantize_mode=m, measure=False).path
+        for m in QUANTIZATIONS
+    }
 
 
 # --- quantization ----------------------------------------------------------------------------
@@ -121,8 +130,12 @@ def test_quantized_sizes(small_ckpt):
     ckpt = ckpt_io.load(small_ckpt)
     rows = 27 + 16 + 27 + 4 * 16 + 64 + 16
     sizes = {m: quantize(ckpt.params, m).weight_bytes for m in QUANTIZATIONS}
-    assert sizes == {"none": 8 * 4192, "float16": 2 * 4192, "int8": 4192 + 2 * rows,
-                     "int4": 4192 // 2 + 2 * rows}
+    assert sizes == {
+        "none": 8 * 4192,
+        "float16": 2 * 4192,
+        "int8": 4192 + 2 * rows,
+        "int4": 4192 // 2 + 2 * rows,
+    }
 
 
 def test_unknown_quantization():
@@ -139,7 +152,8 @@ def test_file_weights_are_the_dequantized_weights(small_ckpt, exported, mode):
     deq = quantize(ckpt_io.load(small_ckpt).params, mode).dequantize()
     sd = module.load_weights()
     assert {k: [x for row in v for x in row] for k, v in sd.items()} == {
-        k: list(t.data) for k, t in deq.items()}
+        k: list(t.data) for k, t in deq.items()
+    }
 
 
 def test_unquantized_logits_equal_reference_bit_for_bit(small_ckpt, exported):
@@ -175,14 +189,29 @@ def test_draw_is_microgpt_sample_probabilities(exported):
 
 
 def run_file(path, *args, cwd):
-    return subprocess.run([sys.executable, "-I", str(path), *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-I", str(path), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("mode", ["none", "int8"])
 def test_runs_isolated_and_prints_samples(small_ckpt, exported, mode, tmp_path):
-    proc = run_file(exported[mode], "--num-samples", "10", "--temperature", "0.5",
-                    "--prompt", "ka", "--seed", "1", cwd=tmp_path)
+    proc = run_file(
+        exported[mode],
+        "--num-samples",
+        "10",
+        "--temperature",
+        "0.5",
+        "--prompt",
+        "ka",
+        "--seed",
+        "1",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert [ln[:11] for ln in lines] == [f"sample {i:2d}: " for i in range(1, 11)]
@@ -190,12 +219,33 @@ def test_runs_isolated_and_prints_samples(small_ckpt, exported, mode, tmp_path):
     assert all(ln[11:].startswith("ka") and set(ln[11:]) <= vocab for ln in lines)
 
 
-@pytest.mark.parametrize("args", [["--seed", "7"], ["--seed", "3", "--temperature", "1.0"],
-                                  ["--seed", "5", "--temperature", "0"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--seed", "7"],
+        ["--seed", "3", "--temperature", "1.0"],
+        ["--seed", "5", "--temperature", "0"],
+    ],
+)
 def test_samples_equal_microgpt_sample(small_ckpt, exported, args, tmp_path, cli_env):
-    want = subprocess.run([sys.executable, "-m", "microgpt", "sample", "--checkpoint",
-                           str(small_ckpt), "--num-samples", "12", *args],
-                          capture_output=True, text=True, env=cli_env, cwd=tmp_path, timeout=300)
+    want = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "microgpt",
+            "sample",
+            "--checkpoint",
+            str(small_ckpt),
+            "--num-samples",
+            "12",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=cli_env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert want.returncode == 0, want.stderr
     got = run_file(exported["none"], "--num-samples", "12", *args, cwd=tmp_path)
     assert got.returncode == 0, got.stderr
@@ -211,8 +261,10 @@ def test_top_k_1_is_greedy(exported):
         assert top1 == greedy and list(greedy[: len(prompt)]) == list(prompt)
 
 
-@pytest.mark.parametrize("args", [["--prompt", "K!"], ["--temperature", "-1"],
-                                  ["--num-samples", "-2"], ["--prompt", "a" * 16]])
+@pytest.mark.parametrize(
+    "args",
+    [["--prompt", "K!"], ["--temperature", "-1"], ["--num-samples", "-2"], ["--prompt", "a" * 16]],
+)
 def test_file_rejects_bad_arguments(exported, args, tmp_path):
     proc = run_file(exported["int8"], *args, cwd=tmp_path)
     assert proc.returncode == 2 and "error:" in proc.stderr and not proc.stdout
@@ -242,8 +294,16 @@ def run_cli(args, capsys):
 
 def test_cli_writes_and_refuses_to_overwrite(small_ckpt, tmp_path, capsys):
     out = tmp_path / "model.py"
-    args = ["export", "--checkpoint", str(small_ckpt), "--out", str(out), "--quantize",
-            "int4", "--no-measure"]
+    args = [
+        "export",
+        "--checkpoint",
+        str(small_ckpt),
+        "--out",
+        str(out),
+        "--quantize",
+        "int4",
+        "--no-measure",
+    ]
     assert run_cli(args, capsys)[0] == 0
     before = out.read_bytes()
     code, _, err = run_cli(args, capsys)
@@ -269,10 +329,18 @@ def test_cli_writes_and_refuses_to_overwrite(small_ckpt, tmp_path, capsys):
 def test_cli_errors_are_one_line(small_ckpt, tmp_path, capsys, change, message):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"hi")
-    paths = {"BAD": str(bad), "MISSING": str(tmp_path / "missing"),
-             "NODIR": str(tmp_path / "no" / "such" / "m.py"), "DIR": str(tmp_path)}
-    opts = {"--checkpoint": str(small_ckpt), "--out": str(tmp_path / "m.py"), "--format": "py",
-            "--quantize": "int8"}
+    paths = {
+        "BAD": str(bad),
+        "MISSING": str(tmp_path / "missing"),
+        "NODIR": str(tmp_path / "no" / "such" / "m.py"),
+        "DIR": str(tmp_path),
+    }
+    opts = {
+        "--checkpoint": str(small_ckpt),
+        "--out": str(tmp_path / "m.py"),
+        "--format": "py",
+        "--quantize": "int8",
+    }
     opts.update({k: paths.get(v, v) for k, v in change.items()})
     code, out, err = run_cli(["export", *[x for kv in opts.items() for x in kv]], capsys)
     assert code == 2 and not out
@@ -289,8 +357,22 @@ def names_model(tmp_path_factory, names_path) -> Path:
     (seconds; the reference engine would take minutes)."""
     numpy_engine()
     out = tmp_path_factory.mktemp("names")
-    assert main(["train", "--engine", "numpy", "--data", str(names_path), "--out", str(out),
-                 "--num-samples", "0"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--engine",
+                "numpy",
+                "--data",
+                str(names_path),
+                "--out",
+                str(out),
+                "--num-samples",
+                "0",
+            ]
+        )
+        == 0
+    )
     return out / "model.safetensors"
 
 

@@ -21,8 +21,26 @@ from microgpt.export.quantize import QUANTIZATIONS, quantize  # noqa: E402
 from microgpt.ref.model import RefEngine  # noqa: E402
 from microgpt.train import new_trainer  # noqa: E402
 
-DOCS = ["emma", "olivia", "ava", "isabella", "sophia", "charlotte", "mia", "amelia", "harper",
-        "evelyn", "abigail", "emily", "elizabeth", "mila", "ella", "avery", "sofia", "camila"]
+DOCS = [
+    "emma",
+    "olivia",
+    "ava",
+    "isabella",
+    "sophia",
+    "charlotte",
+    "mia",
+    "amelia",
+    "harper",
+    "evelyn",
+    "abigail",
+    "emily",
+    "elizabeth",
+    "mila",
+    "ella",
+    "avery",
+    "sofia",
+    "camila",
+]
 PROMPTS = ["", "a", "em", "soph", "isabell", "elizabeth", "charlotteavery"]
 
 
@@ -35,14 +53,17 @@ def engines():
     return out
 
 
-@pytest.fixture(scope="module", params=[("final", ModelConfig()),
-                                        ("relu2, 2 layers", ModelConfig(n_layer=2, mlp="relu2"))],
-                ids=lambda p: p[0])
+@pytest.fixture(
+    scope="module",
+    params=[("final", ModelConfig()), ("relu2, 2 layers", ModelConfig(n_layer=2, mlp="relu2"))],
+    ids=lambda p: p[0],
+)
 def ckpt_path(request, tmp_path_factory) -> Path:
     rng = random.Random(1)
     docs = list(DOCS)
-    trainer = new_trainer(RefEngine, docs, request.param[1], OptimConfig(),
-                          TrainConfig(num_steps=3), rng)
+    trainer = new_trainer(
+        RefEngine, docs, request.param[1], OptimConfig(), TrainConfig(num_steps=3), rng
+    )
     while not trainer.done:
         trainer.step()
     path = tmp_path_factory.mktemp("onnx") / "model.safetensors"
@@ -69,8 +90,9 @@ def test_onnx_matches_engines(ckpt_path, tmp_path, mode):
         got = run_logits(sess, [tokens])[0]  # (T, V) float32
         for engine in oracles:
             want = engine.forward(tokens)
-            worst = max(abs(float(g) - w) for grow, wrow in zip(got, want)
-                        for g, w in zip(grow, wrow))
+            worst = max(
+                abs(float(g) - w) for grow, wrow in zip(got, want) for g, w in zip(grow, wrow)
+            )
             assert worst <= 1e-5, (engine.name, prompt, worst)
     # a batch gives each row what it gives alone
     batch = [[tok.BOS] + tok.encode(p) for p in ("emma", "mila", "ella")]
@@ -82,8 +104,9 @@ def test_onnx_matches_engines(ckpt_path, tmp_path, mode):
 def test_onnx_report_loss_matches_engine(ckpt_path, tmp_path):
     data = tmp_path / "few.txt"
     data.write_text("\n".join(DOCS[:6]) + "\n", encoding="utf-8")
-    report = export(ckpt_path, tmp_path / "m.onnx", fmt="onnx", quantize_mode="int8", data=data,
-                    engine="ref")
+    report = export(
+        ckpt_path, tmp_path / "m.onnx", fmt="onnx", quantize_mode="int8", data=data, engine="ref"
+    )
     ckpt = ckpt_io.load(ckpt_path)
     deq = quantize(ckpt.params, "int8").dequantize()
     oracle = RefEngine(ckpt.model, ckpt.optim, ckpt.tokenizer.vocab_size, deq)

@@ -86,8 +86,11 @@ class Report:
                 memory += f", {self.peak_heap_bytes / 1024:.0f} KiB Python heap for one sample"
         return [
             ("file", f"{Path(self.path).name}, {self.file_bytes:,} bytes"),
-            ("weights", f"{self.weight_bytes:,} bytes: {self.num_values:,} values, "
-                        f"{describe(self.quantization, self.format)}"),
+            (
+                "weights",
+                f"{self.weight_bytes:,} bytes: {self.num_values:,} values, "
+                f"{describe(self.quantization, self.format)}",
+            ),
             ("loss", loss),
             ("speed", speed),
             ("memory", memory),
@@ -279,8 +282,14 @@ def export(
     ckpt = ckpt_io.load(checkpoint)
     digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
     q = quantize(ckpt.params, quantize_mode)
-    report = Report(fmt, quantize_mode, str(out_path), digest, weight_bytes=q.weight_bytes,
-                    num_values=q.num_values)
+    report = Report(
+        fmt,
+        quantize_mode,
+        str(out_path),
+        digest,
+        weight_bytes=q.weight_bytes,
+        num_values=q.num_values,
+    )
     docs = eval_docs(data) if (measure and data is not None) else None
     if fmt == "py":
         if docs is not None:

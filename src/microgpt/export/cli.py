@@ -21,21 +21,42 @@ def add_export_parser(sub) -> None:
         "`onnx` package). The export is measured as it is written (bytes, loss, speed, memory).",
     )
     p.add_argument("--checkpoint", required=True, metavar="PATH", help="a model.safetensors file")
-    p.add_argument("--format", default="py", metavar="FMT",
-                   help=f"output format: {' or '.join(FORMATS)} (default: py)")
+    p.add_argument(
+        "--format",
+        default="py",
+        metavar="FMT",
+        help=f"output format: {' or '.join(FORMATS)} (default: py)",
+    )
     p.add_argument("--out", required=True, metavar="FILE", help="the file to write")
-    p.add_argument("--quantize", default="none", metavar="Q",
-                   help=f"weight storage: {', '.join(QUANTIZATIONS)} (default: none, float64); "
-                   "the integer modes are per-row symmetric")
-    p.add_argument("--data", metavar="PATH",
-                   help="text file to measure the mean loss per token on (default: the "
-                   "checkpoint's training data when it is still there, unchanged)")
-    p.add_argument("--engine", choices=list(ENGINES), default="numpy",
-                   help="engine that computes the loss of the py export (default: numpy)")
-    p.add_argument("--no-measure", action="store_true",
-                   help="write the file without measuring loss, speed or memory")
-    p.add_argument("--report", action="store_true",
-                   help="print what was measured (bytes, loss, tokens/s, peak memory) to stdout")
+    p.add_argument(
+        "--quantize",
+        default="none",
+        metavar="Q",
+        help=f"weight storage: {', '.join(QUANTIZATIONS)} (default: none, float64); "
+        "the integer modes are per-row symmetric",
+    )
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        help="text file to measure the mean loss per token on (default: the "
+        "checkpoint's training data when it is still there, unchanged)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=list(ENGINES),
+        default="numpy",
+        help="engine that computes the loss of the py export (default: numpy)",
+    )
+    p.add_argument(
+        "--no-measure",
+        action="store_true",
+        help="write the file without measuring loss, speed or memory",
+    )
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="print what was measured (bytes, loss, tokens/s, peak memory) to stdout",
+    )
     p.add_argument("--force", action="store_true", help="replace --out if it already exists")
     p.set_defaults(func=cmd_export)
 
@@ -64,9 +85,16 @@ def cmd_export(args) -> int:
     if data is None and not args.no_measure:
         data = training_data(args.checkpoint)
     try:
-        report = export(args.checkpoint, args.out, fmt=args.format, quantize_mode=args.quantize,
-                        data=data, engine=args.engine, force=args.force,
-                        measure=not args.no_measure)
+        report = export(
+            args.checkpoint,
+            args.out,
+            fmt=args.format,
+            quantize_mode=args.quantize,
+            data=data,
+            engine=args.engine,
+            force=args.force,
+            measure=not args.no_measure,
+        )
     except ExportError as e:
         from ..cli import UsageError
 

@@ -73,8 +73,9 @@ def _weight(g: _Graph, name: str, q: Quantized, flat, offsets) -> str:
         zero = g.const(f"{name}.zero", np.zeros(rows, dtype=np.int8))
     else:  # int4: onnx packs two per byte in the file
         w = f"{name}"
-        g.inits.append(helper.make_tensor(name, TensorProto.INT4, [rows, cols],
-                                          ints.flatten().tolist()))
+        g.inits.append(
+            helper.make_tensor(name, TensorProto.INT4, [rows, cols], ints.flatten().tolist())
+        )
         zero = f"{name}.zero"
         g.inits.append(helper.make_tensor(zero, TensorProto.INT4, [rows], [0] * rows))
     scale = g.const(f"{name}.scale", scales)
@@ -94,8 +95,11 @@ def build(ckpt: Checkpoint, q: Quantized) -> onnx.ModelProto:
 
     g = _Graph()
     W = {name: _weight(g, name, q, flat, offsets) for name in q.shapes}
-    WT = {name: g.op("Transpose", w, perm=[1, 0]) for name, w in W.items()
-          if name not in ("wte", "wpe")}  # (in, out) for x @ W^T
+    WT = {
+        name: g.op("Transpose", w, perm=[1, 0])
+        for name, w in W.items()
+        if name not in ("wte", "wpe")
+    }  # (in, out) for x @ W^T
     last_axis = g.const("axes_last", np.array([-1], dtype=np.int64))
     eps = g.const("rms_eps", np.array(1e-5, dtype=np.float32))
     minus_half = g.const("minus_half", np.array(-0.5, dtype=np.float32))
@@ -109,25 +113,41 @@ def build(ckpt: Checkpoint, q: Quantized) -> onnx.ModelProto:
     inv_sqrt = g.const("inv_sqrt_hs", np.array(1 / math.sqrt(HS), dtype=np.float32))
     # causal mask: position t sees s <= t
     seq = g.op("Gather", g.op("Shape", "input_ids"), g.const("one", np.array(1, np.int64)))
-    tt = g.op("Concat", g.op("Unsqueeze", seq, g.const("axes0", np.array([0], np.int64))),
-              g.op("Unsqueeze", seq, "axes0"), axis=0)  # [T, T]
+    tt = g.op(
+        "Concat",
+        g.op("Unsqueeze", seq, g.const("axes0", np.array([0], np.int64))),
+        g.op("Unsqueeze", seq, "axes0"),
+        axis=0,
+    )  # [T, T]
     ones = g.op("ConstantOfShape", tt, value=helper.make_tensor("v", TensorProto.INT64, [1], [1]))
     causal = g.op("Cast", g.op("Trilu", ones, upper=0), to=TensorProto.BOOL)  # (T, T)
     neg_inf = g.const("neg_inf", np.array(-np.inf, dtype=np.float32))
 
-    x = g.op("Add", g.op("Gather", W["wte"], "input_ids", axis=0),
-             g.op("Gather", W["wpe"], "position_ids", axis=0))  # (B, T, C)
+    x = g.op(
+        "Add",
+        g.op("Gather", W["wte"], "input_ids", axis=0),
+        g.op("Gather", W["wpe"], "position_ids", axis=0),
+    )  # (B, T, C)
     x = rmsnorm(x)
     for li in range(cfg.n_layer):
         p = f"layer{li}."
         # 1) multi-head attention
         h = rmsnorm(x)
-        q_ = g.op("Transpose", g.op("Reshape", g.op("MatMul", h, WT[p + "attn_wq"]), heads),
-                  perm=[0, 2, 1, 3])  # (B, NH, T, HS)
-        k_ = g.op("Transpose", g.op("Reshape", g.op("MatMul", h, WT[p + "attn_wk"]), heads),
-                  perm=[0, 2, 3, 1])  # (B, NH, HS, T)
-        v_ = g.op("Transpose", g.op("Reshape", g.op("MatMul", h, WT[p + "attn_wv"]), heads),
-                  perm=[0, 2, 1, 3])  # (B, NH, T, HS)
+        q_ = g.op(
+            "Transpose",
+            g.op("Reshape", g.op("MatMul", h, WT[p + "attn_wq"]), heads),
+            perm=[0, 2, 1, 3],
+        )  # (B, NH, T, HS)
+        k_ = g.op(
+            "Transpose",
+            g.op("Reshape", g.op("MatMul", h, WT[p + "attn_wk"]), heads),
+            perm=[0, 2, 3, 1],
+        )  # (B, NH, HS, T)
+        v_ = g.op(
+            "Transpose",
+            g.op("Reshape", g.op("MatMul", h, WT[p + "attn_wv"]), heads),
+            perm=[0, 2, 1, 3],
+        )  # (B, NH, T, HS)
         att = g.op("Mul", g.op("MatMul", q_, k_), inv_sqrt)  # (B, NH, T, T)
         att = g.op("Softmax", g.op("Where", causal, att, neg_inf), axis=-1)  # (B, NH, T, T)
         y = g.op("Transpose", g.op("MatMul", att, v_), perm=[0, 2, 1, 3])  # (B, T, NH, HS)
@@ -143,16 +163,23 @@ def build(ckpt: Checkpoint, q: Quantized) -> onnx.ModelProto:
     graph = helper.make_graph(
         g.nodes,
         "microgpt",
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["B", "T"]),
-         helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["B", "T"])],
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["B", "T"]),
+            helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["B", "T"]),
+        ],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["B", "T", V])],
         initializer=g.inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="microgpt")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="microgpt"
+    )
     model.ir_version = 10  # onnxruntime reads IR 10 (opset 21) and later
-    meta = {"vocab": json.dumps(ckpt.uchars, ensure_ascii=False), "bos": str(V - 1),
-            "block_size": str(cfg.block_size), "quantization": q.mode}
+    meta = {
+        "vocab": json.dumps(ckpt.uchars, ensure_ascii=False),
+        "bos": str(V - 1),
+        "block_size": str(cfg.block_size),
+        "quantization": q.mode,
+    }
     for key, value in meta.items():
         model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
     onnx.checker.check_model(model, full_check=True)
@@ -246,17 +273,25 @@ def measure(path: Path, ckpt: Checkpoint, report, docs, engine: str, data) -> No
     try:
         import onnxruntime  # noqa: F401
     except ModuleNotFoundError:
-        print("microgpt: onnxruntime is not installed; loss, speed and memory not measured",
-              file=sys.stderr)
+        print(
+            "microgpt: onnxruntime is not installed; loss, speed and memory not measured",
+            file=sys.stderr,
+        )
         return
     if docs is not None:
         report.data_path = str(data)
         report.loss_original, report.eval_tokens = engine_loss(ckpt, ckpt.params, docs, engine)
         report.loss_exported, _ = onnx_loss(path, ckpt, docs)
-    args = [str(path), "20", str(ckpt.model.block_size), str(len(ckpt.uchars)),
-            str(ckpt.train.temperature)]
-    proc = subprocess.run([sys.executable, "-c", _bench_script(), *args], capture_output=True,
-                          text=True, timeout=600)
+    args = [
+        str(path),
+        "20",
+        str(ckpt.model.block_size),
+        str(len(ckpt.uchars)),
+        str(ckpt.train.temperature),
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", _bench_script(), *args], capture_output=True, text=True, timeout=600
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"onnxruntime benchmark failed:\n{proc.stderr}")
     stats = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -72,8 +72,9 @@ def gpt(token_id, pos_id, keys, values, sd):
         values[li].append(linear(x, sd[f"layer{li}.attn_wv"]))
         x_attn = []
         for h in range(0, CONFIG["n_embd"], hd):
-            w = softmax([total(q[h + j] * k[h + j] for j in range(hd)) * (hd**0.5) ** -1
-                         for k in keys[li]])
+            w = softmax(
+                [total(q[h + j] * k[h + j] for j in range(hd)) * (hd**0.5) ** -1 for k in keys[li]]
+            )
             x_attn += [total(w[t] * v[h + j] for t, v in enumerate(values[li])) for j in range(hd)]
         x = [a + b for a, b in zip(linear(x_attn, sd[f"layer{li}.attn_wo"]), x_residual)]
         x_residual, x = x, linear(rmsnorm(x), sd[f"layer{li}.mlp_fc1"])  # 2) MLP
