@@ -33,6 +33,7 @@ from .data import (
     split_validation,
 )
 from .engine import ENGINES, EngineError, load_engine
+from .export.cli import add_export_parser
 from .fingerprint import METADATA_KEY as DOCS_FINGERPRINT
 from .fingerprint import Fingerprint
 from .init import num_params
@@ -599,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sample_parser(sub)
     add_bench_parser(sub)
     add_eval_parser(sub)
+    add_export_parser(sub)
     return parser
 
 

@@ -1,0 +1,310 @@
+"""Edge export: a trained model as one dependency-free Python file, or as an ONNX graph.
+
+    from microgpt.export import export
+    report = export("runs/names/model.safetensors", "model.py", fmt="py", quantize="int8",
+                    data="names.txt")
+    print(report.table())
+
+The standalone file (`fmt="py"`) needs only Python's standard library; the ONNX file needs
+the `onnx` package to build (`pip install 'microgpt[onnx]'`) and any ONNX runtime to run.
+Both are measured as they are written: bytes, the mean loss per token of the exported
+weights against the original's on a data file, and sampling speed and peak memory. The
+numbers go into the report and, for the standalone file, into its header.
+
+An existing output file is never replaced unless `force=True` (`--force`); the file is
+written atomically, so a failed export leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import __version__
+from .. import checkpoint as ckpt_io
+from ..data import DataError, read_text, split_lines
+from ..engine import load_engine
+from ..evaluate import evaluate
+from ..tensor import Tensor
+from .quantize import QUANTIZATIONS, ExportError, Quantized, quantize
+from .standalone import render
+
+FORMATS = ("py", "onnx")
+BENCH_SAMPLES = 200  # samples the exporter draws to time the standalone file
+
+__all__ = ["FORMATS", "QUANTIZATIONS", "ExportError", "Report", "export", "quantize"]
+
+
+@dataclass
+class Report:
+    """What an export wrote and what was measured (None: not measured)."""
+
+    format: str
+    quantization: str
+    path: str
+    checkpoint_sha256: str
+    file_bytes: int = 0
+    weight_bytes: int = 0
+    num_values: int = 0
+    data_path: str | None = None
+    eval_tokens: int | None = None
+    loss_original: float | None = None
+    loss_exported: float | None = None
+    tokens_per_s: float | None = None
+    peak_rss_bytes: int | None = None
+    peak_heap_bytes: int | None = None
+    runtime: str = ""  # what ran the exported model for tokens/s and memory
+
+    @property
+    def loss_delta(self) -> float | None:
+        if self.loss_original is None or self.loss_exported is None:
+            return None
+        return self.loss_exported - self.loss_original
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(label, value) lines, shared by `table` and the standalone file's header."""
+        delta = self.loss_delta
+        loss = "not measured (pass --data FILE)"
+        if delta is not None:
+            loss = (
+                f"{self.loss_exported:.6f} vs {self.loss_original:.6f} original (delta "
+                f"{delta:+.1e}): mean per token, {self.eval_tokens:,} tokens of "
+                f"{Path(self.data_path).name}"
+            )
+        speed = memory = "not measured"
+        if self.tokens_per_s is not None:
+            speed = f"{self.tokens_per_s:,.0f} tokens/s sampling ({self.runtime})"
+        if self.peak_rss_bytes is not None:
+            memory = f"{self.peak_rss_bytes / 2**20:.1f} MiB peak RSS"
+            if self.peak_heap_bytes is not None:
+                memory += f", {self.peak_heap_bytes / 1024:.0f} KiB Python heap for one sample"
+        return [
+            ("file", f"{Path(self.path).name}, {self.file_bytes:,} bytes"),
+            (
+                "weights",
+                f"{self.weight_bytes:,} bytes: {self.num_values:,} values, "
+                f"{describe(self.quantization, self.format)}",
+            ),
+            ("loss", loss),
+            ("speed", speed),
+            ("memory", memory),
+        ]
+
+    def table(self) -> str:
+        width = max(len(label) for label, _ in self.rows())
+        return "\n".join(f"{label:<{width}}  {value}" for label, value in self.rows())
+
+    def to_json(self) -> str:
+        fields = dict(self.__dict__, loss_delta=self.loss_delta)
+        return json.dumps(fields)
+
+
+def describe(mode: str, fmt: str = "py") -> str:
+    return {
+        "none": "float64" if fmt == "py" else "float32",
+        "float16": "float16",
+        "int8": "int8 per-row symmetric, float16 scales",
+        "int4": "int4 per-row symmetric, float16 scales",
+    }[mode]
+
+
+# --- checks before any work ------------------------------------------------------------------
+
+
+def check_choice(fmt: str, mode: str) -> None:
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if mode not in QUANTIZATIONS:
+        choices = ", ".join(QUANTIZATIONS)
+        raise ExportError(f"unknown quantization {mode!r}; choose one of {choices}")
+
+
+def check_out(out: str | os.PathLike, force: bool) -> Path:
+    """Refuse an output path we could not, or should not, write."""
+    path = Path(out)
+    if path.is_dir():
+        raise ExportError(f"--out {str(out)!r} is a directory; give a file path")
+    if path.exists() and not force:
+        raise ExportError(
+            f"--out {str(out)!r} already exists; choose another path or pass --force to replace it"
+        )
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        why = "is not a directory" if parent.exists() else "does not exist"
+        raise ExportError(f"cannot write --out {str(out)!r}: {str(parent)!r} {why}")
+    if not os.access(parent, os.W_OK):
+        raise ExportError(f"cannot write --out {str(out)!r}: {str(parent)!r} is not writable")
+    return path
+
+
+def _write(path: Path, blob: bytes) -> None:
+    try:
+        ckpt_io.write_atomic(path, blob)
+    except OSError as e:
+        raise ExportError(f"cannot write --out {str(path)!r}: {e.strerror or e}") from None
+
+
+# --- measurements ----------------------------------------------------------------------------
+
+
+def eval_docs(data: str | os.PathLike) -> list[str]:
+    text, _ = read_text(data)
+    docs = split_lines(text)
+    if not docs:
+        raise DataError(f"--data {str(data)!r} holds no documents to measure the loss on")
+    return docs
+
+
+def engine_loss(
+    ckpt: ckpt_io.Checkpoint, params: dict[str, Tensor], docs: list[str], engine: str
+) -> tuple[float, int]:
+    """Mean loss per predicted token of `params` over `docs`, computed by `engine`."""
+    engine_cls = load_engine(engine)
+    model = engine_cls(ckpt.model, ckpt.optim, ckpt.tokenizer.vocab_size, params)
+    result = evaluate(model, ckpt.tokenizer, docs)
+    return result.loss, result.tokens
+
+
+# Runs the exported file's own functions under `python -I`, as a user's process would:
+# sampling speed first, then the Python heap one sample needs (tracemalloc slows it down).
+BENCH = """
+import json, random, runpy, sys, time, tracemalloc
+PEAK_RSS
+m = runpy.run_path(sys.argv[1])
+n, T, temperature = int(sys.argv[2]), m["CONFIG"]["block_size"], m["DEFAULTS"]["temperature"]
+sd, rng = m["load_weights"](), random.Random(0)
+tokens, start = 0, time.perf_counter()
+for _ in range(n):
+    tokens += min(len(m["generate"](sd, rng, temperature)) + 1, T)  # forward passes
+seconds = time.perf_counter() - start
+tracemalloc.start()
+m["generate"](m["load_weights"](), rng, temperature)
+heap = tracemalloc.get_traced_memory()[1]
+tracemalloc.stop()
+rss = peak_rss()
+print(json.dumps({"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
+                  "peak_rss_bytes": rss, "peak_heap_bytes": heap}))
+"""
+
+
+PEAK_RSS = """
+def peak_rss():
+    # VmHWM: this process's own high-water mark (ru_maxrss on Linux would also count the
+    # exporter it was forked from, as the kernel carries it across exec)
+    try:
+        with open("/proc/self/status") as f:
+            return 1024 * int(next(ln for ln in f if ln.startswith("VmHWM:")).split()[1])
+    except (OSError, StopIteration):
+        pass
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss * (1 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB elsewhere
+"""
+BENCH = BENCH.replace("PEAK_RSS", PEAK_RSS)
+
+
+def bench_standalone(path: Path, samples: int = BENCH_SAMPLES) -> dict:
+    """Sample `samples` times from the file in a fresh `python -I`; tokens/s and memory."""
+    cmd = [sys.executable, "-I", "-c", BENCH, str(path), str(samples)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the exported file failed its benchmark:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --- the two formats -------------------------------------------------------------------------
+
+
+def header(ckpt: ckpt_io.Checkpoint, report: Report, source: str) -> str:
+    m = ckpt.model
+    lines = [
+        "A microgpt model in one file that needs only Python 3's standard library.",
+        "",
+        f"    python {Path(report.path).name} --num-samples 10 --temperature 0.5 --prompt ka"
+        " --seed 1",
+        "",
+        f"GPT n_layer={m.n_layer} n_embd={m.n_embd} n_head={m.n_head} block_size={m.block_size}"
+        f" mlp={m.mlp} vocab={len(ckpt.uchars) + 1} (microgpt {__version__})",
+        f"source   {Path(source).name}, step {ckpt.step}, sha256 {report.checkpoint_sha256}",
+    ]
+    lines += [f"{label:<8} {value}" for label, value in report.rows()]
+    return "\n".join(lines) + "\n"
+
+
+def export_py(
+    ckpt: ckpt_io.Checkpoint, q: Quantized, report: Report, source: str, out: Path, measure: bool
+) -> None:
+    """Render, time the real file, then write it with the numbers in its header."""
+    # NOTE: the header holds the file's own size, so render until the size stops changing
+    # (the number's digits are the only thing that can move it; two rounds in practice).
+    text = render(ckpt, q, header(ckpt, report, source))
+    if measure:
+        with tempfile.TemporaryDirectory() as tmp:
+            trial = Path(tmp) / out.name
+            trial.write_text(text, encoding="utf-8")
+            stats = bench_standalone(trial)
+        report.tokens_per_s = stats["tokens_per_s"]
+        report.peak_rss_bytes = stats["peak_rss_bytes"]
+        report.peak_heap_bytes = stats["peak_heap_bytes"]
+        v = sys.version_info
+        report.runtime = f"CPython {v.major}.{v.minor}, python -I, one core"
+    for _ in range(10):
+        blob = text.encode("utf-8")
+        if report.file_bytes == len(blob):
+            break
+        report.file_bytes = len(blob)
+        text = render(ckpt, q, header(ckpt, report, source))
+    _write(out, text.encode("utf-8"))
+
+
+def export(
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    fmt: str = "py",
+    quantize_mode: str = "none",
+    data: str | os.PathLike | None = None,
+    engine: str = "numpy",
+    force: bool = False,
+    measure: bool = True,
+) -> Report:
+    """Export `checkpoint` to `out`; measure it when `measure` (the loss only with `data`)."""
+    check_choice(fmt, quantize_mode)
+    out_path = check_out(out, force)
+    ckpt = ckpt_io.load(checkpoint)
+    digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+    q = quantize(ckpt.params, quantize_mode)
+    report = Report(
+        fmt,
+        quantize_mode,
+        str(out_path),
+        digest,
+        weight_bytes=q.weight_bytes,
+        num_values=q.num_values,
+    )
+    docs = eval_docs(data) if (measure and data is not None) else None
+    if fmt == "py":
+        if docs is not None:
+            report.data_path = str(data)
+            report.loss_original, report.eval_tokens = engine_loss(ckpt, ckpt.params, docs, engine)
+            report.loss_exported, _ = engine_loss(ckpt, q.dequantize(), docs, engine)
+        export_py(ckpt, q, report, str(checkpoint), out_path, measure)
+    else:
+        from . import onnx_export  # needs the optional `onnx` package
+
+        if quantize_mode == "none":  # the graph computes in float32
+            report.weight_bytes = 4 * q.num_values
+        blob = onnx_export.build(ckpt, q).SerializeToString()
+        report.file_bytes = len(blob)
+        _write(out_path, blob)
+        if measure:
+            onnx_export.measure(out_path, ckpt, report, docs, engine, data)
+    return report
