@@ -22,6 +22,7 @@ from .data import DataError, default_names_path, load_docs
 from .engine import ENGINES, EngineError, load_engine
 from .init import num_params
 from .sample import sample_lines
+from .studio.cli import add_studio_parser
 from .tokenizer import TokenizerError
 from .train import new_trainer
 
@@ -204,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_train_parser(sub)
     add_sample_parser(sub)
+    add_studio_parser(sub)
     return parser
 
 
