@@ -3,6 +3,9 @@ imported only when the command runs."""
 
 from __future__ import annotations
 
+import argparse
+import math
+
 from ..config import PRESETS, ConfigError
 from ..engine import ENGINES, EngineError, load_engine
 
@@ -108,28 +111,37 @@ def add_studio_parser(sub) -> None:
     p.set_defaults(func=cmd_studio)
 
 
-def cmd_studio(args) -> int:
-    from ..cli import UsageError, say
+def build_session(args):
+    """The session `microgpt studio` serves for these parsed flags."""
     from .adapters import checkpoint_run, new_run
-    from .server import StudioServer, is_loopback
     from .session import Session
 
-    if not 0 <= args.port <= 65535:
-        raise UsageError(f"--port must be between 0 and 65535, got {args.port}")
     for name in ("sample_every", "val_every", "num_samples"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise ConfigError(f"--temperature must be a number >= 0, got {args.temperature}")
     engine = args.engine or default_engine()
+    # `microgpt train` reads --temperature and --num-samples as the samples printed after
+    # training; here they set the live samples, so the run's configs keep the preset's.
+    train_args = argparse.Namespace(**{**vars(args), "temperature": None, "num_samples": None})
     if args.checkpoint:
-        make_run = lambda: checkpoint_run(args, engine)
+        make_run = lambda: checkpoint_run(train_args, engine)
     else:
-        make_run = lambda: new_run(args, engine)
-    args.temperature_live, args.temperature = args.temperature, None  # train's flag means else
-    args.num_samples_live, args.num_samples = args.num_samples, None
-    session = Session(
-        make_run, sample_every=args.sample_every, num_samples=args.num_samples_live,
-        temperature=args.temperature_live, val_every=args.val_every,
+        make_run = lambda: new_run(train_args, engine)
+    return Session(
+        make_run, sample_every=args.sample_every, num_samples=args.num_samples,
+        temperature=args.temperature, val_every=args.val_every,
     )  # fmt: skip
+
+
+def cmd_studio(args) -> int:
+    from ..cli import UsageError, say
+    from .server import StudioServer, is_loopback
+
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535, got {args.port}")
+    session = build_session(args)
     try:
         server = StudioServer(session, args.host, args.port)
     except OSError as e:

@@ -173,7 +173,7 @@ class StudioHandler(BaseHTTPRequestHandler):
     def do_GET(self):
         if not self._check_host():
             return
-        path = urlsplit(self.path).path
+        path = self.path.split("?", 1)[0]
         if path in STATIC:
             name, content_type = STATIC[path]
             body = resources.files(__package__).joinpath("static", name).read_bytes()
@@ -218,7 +218,7 @@ class StudioHandler(BaseHTTPRequestHandler):
             return
         try:
             body = self._read_json()
-            data = self._route_post(urlsplit(self.path).path, body)
+            data = self._route_post(self.path.split("?", 1)[0], body)
         except RequestError as e:
             self._error(e.status, str(e))
             return
