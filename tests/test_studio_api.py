@@ -25,6 +25,7 @@ from microgpt.cli import build_parser
 from microgpt.config import ModelConfig
 from microgpt.data import load_docs
 from microgpt.engine import EngineError, load_engine
+from microgpt.evaluate import evaluate
 from microgpt.init import init_params
 from microgpt.sample import generate, probabilities
 from microgpt.studio.cli import build_session
@@ -523,3 +524,25 @@ def test_command_errors_are_one_line(names_path, cli_env):
             assert (
                 len(lines) == 1 and lines[0].startswith("microgpt: error: ") and needle in lines[0]
             )
+
+
+def test_val_loss_is_the_held_out_tail(serve, names_path, cli_run):
+    """With --val-split the last documents of the shuffled list are held out; the first
+    steps train on the same documents as the CLI run, so at step 30 the val loss equals the
+    CLI checkpoint's loss on those documents."""
+    out, metrics = cli_run
+    client = serve(studio_args(names_path, "--engine", "ref", "--val-split", "0.002",
+                               "--val-every", "10"))  # fmt: skip
+    _, _, payload = client.get("/api/state")
+    n_val = json.loads(payload)["num_val_docs"]
+    assert n_val == int(32033 * 0.002)
+    client.post("/api/train", {"action": "start"})
+    events = client.events(finished)
+    assert [d["loss"] for _, k, d in events if k == "step"] == [m["loss"] for m in metrics]
+    val = [d for _, k, d in events if k == "val"]
+    assert [d["step"] for d in val] == [10, 20, 30]
+    docs, _ = load_docs(names_path, random.Random(7))
+    ckpt = ckpt_io.load(out / "model.safetensors")
+    engine = load_engine("ref")(ckpt.model, ckpt.optim, len(ckpt.uchars) + 1, ckpt.params)
+    expected = evaluate(engine, ckpt.tokenizer, docs[-n_val:]).loss
+    assert val[-1]["loss"] == pytest.approx(expected, rel=1e-12)

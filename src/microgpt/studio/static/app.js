@@ -110,6 +110,7 @@ function onRun(state) {
   $("stat-steps").textContent = state.num_steps;
   $("samples-temp").textContent = state.temperature;
   $("stat-val-wrap").hidden = !state.num_val_docs;
+  $("val-key").hidden = !state.num_val_docs;
   showError(state.can_train ? "" : "Training is off: the documents of this checkpoint were not found (pass --data).");
   onStatus({ running: state.running, step: state.step, num_steps: state.num_steps });
   scheduleDraw();
@@ -309,7 +310,7 @@ function drawPosLoss(d) {
   let ymax = uniform * 1.2;
   for (const v of d.losses) if (v !== null) ymax = Math.max(ymax, v);
   const bw = (W - L - 4) / n;
-  const y = (v) => 6 + (H - B - 6) * (1 - v / ymax);
+  const y = (v) => 16 + (H - B - 16) * (1 - v / ymax);
   el("svg:line", { x1: L, y1: y(uniform), x2: W, y2: y(uniform), class: "uniform" }, svg);
   d.losses.forEach((v, t) => {
     const top = y(v === null ? ymax : v);
