@@ -546,3 +546,27 @@ def test_val_loss_is_the_held_out_tail(serve, names_path, cli_run):
     engine = load_engine("ref")(ckpt.model, ckpt.optim, len(ckpt.uchars) + 1, ckpt.params)
     expected = evaluate(engine, ckpt.tokenizer, docs[-n_val:]).loss
     assert val[-1]["loss"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_attention_falls_back_to_the_reference_engine():
+    """An engine without `attention` still gets heatmaps: the reference engine's, on the same
+    weights (here the oracle is a reference engine built independently from them)."""
+    from microgpt.config import OptimConfig
+    from microgpt.studio import views
+
+    ref_cls = load_engine("ref")
+
+    class Blind(ref_cls):
+        name = "blind"
+
+        def attention(self, tokens):
+            raise NotImplementedError
+
+    tok = Tokenizer.from_docs(["emma", "ava", "olivia"])
+    model = ModelConfig(n_embd=8, n_head=2, block_size=8)
+    params = init_params(model, tok.vocab_size, random.Random(0))
+    d = views.look_inside(Blind(model, OptimConfig(), tok.vocab_size, params), tok, "ava", 1.0)
+    expected = ref_cls(model, OptimConfig(), tok.vocab_size, params).attention(
+        tok.doc_tokens("ava")[:-1]
+    )
+    assert d["attention_engine"] == "ref" and d["attention"] == expected

@@ -16,7 +16,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import sys
 import threading
+import traceback
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -171,6 +173,21 @@ class StudioHandler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self):
+        try:
+            self._get()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        except Exception as e:  # a bug: say so, keep serving
+            self._internal_error(e)
+
+    def _internal_error(self, e: Exception) -> None:
+        traceback.print_exc(file=sys.stderr)
+        try:
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{e.__class__.__name__}: {e}")
+        except OSError:
+            pass
+
+    def _get(self):
         if not self._check_host():
             return
         path = self.path.split("?", 1)[0]
@@ -224,6 +241,9 @@ class StudioHandler(BaseHTTPRequestHandler):
             return
         except (ViewError, TokenizerError, ConfigError) as e:
             self._error(HTTPStatus.BAD_REQUEST, str(e))
+            return
+        except Exception as e:
+            self._internal_error(e)
             return
         self._json(data)
 

@@ -44,6 +44,19 @@ def log_softmax_at(logits: list[float], target: int) -> float:
     return log_z - logits[target]
 
 
+def attention_weights(engine: Engine, tokens: list[int]) -> tuple[list, str]:
+    """The engine's attention weights; for an engine that does not expose them, the
+    reference engine's on the same weights (the same function, so the same numbers)."""
+    try:
+        return engine.attention(tokens), engine.name
+    except NotImplementedError:
+        from ..engine import load_engine
+
+        ref = load_engine("ref")(engine.config, engine.optim, engine.vocab_size,
+                                 engine.parameters())  # fmt: skip
+        return ref.attention(tokens), ref.name
+
+
 def look_inside(engine: Engine, tokenizer: Tokenizer, text: str, temperature: float) -> dict:
     """Attention weights, next-token probabilities and per-position loss for one word.
 
@@ -55,7 +68,7 @@ def look_inside(engine: Engine, tokenizer: Tokenizer, text: str, temperature: fl
     tokens = encode_word(tokenizer, text, engine.config.block_size)
     inputs, targets = tokens[:-1], tokens[1:]
     logits = engine.forward(inputs)  # (T, V)
-    attention = engine.attention(inputs)  # (L, NH, T, <=T)
+    attention, attention_engine = attention_weights(engine, inputs)  # (L, NH, T, <=T)
     probs = [probabilities(row, temperature) for row in logits]  # (T, V)
     losses = [log_softmax_at(row, t) for row, t in zip(logits, targets, strict=True)]  # (T,)
     return {
@@ -66,6 +79,7 @@ def look_inside(engine: Engine, tokenizer: Tokenizer, text: str, temperature: fl
         "vocab": [token_label(tokenizer, i) for i in range(tokenizer.vocab_size)],
         "temperature": temperature,
         "attention": attention,
+        "attention_engine": attention_engine,
         "probs": probs,
         "argmax": [max(range(len(row)), key=row.__getitem__) for row in probs],
         "losses": [finite(x) for x in losses],

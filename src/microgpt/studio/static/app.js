@@ -220,7 +220,9 @@ async function loadInside() {
   $("temp-value").textContent = temperature.toFixed(2);
   try {
     const d = await api("/api/inspect", { text, temperature });
-    $("inside-status").textContent = `at step ${d.step} · mean loss ${fmt(d.loss)}`;
+    const via = S.state && d.attention_engine !== S.state.engine
+      ? ` · attention from the ${d.attention_engine} engine on the same weights` : "";
+    $("inside-status").textContent = `at step ${d.step} · mean loss ${fmt(d.loss)}${via}`;
     $("word").classList.remove("bad");
     drawHeatmaps(d);
     drawProbs(d);
