@@ -531,16 +531,16 @@ def test_val_loss_is_the_held_out_tail(serve, names_path, cli_run):
     steps train on the same documents as the CLI run, so at step 30 the val loss equals the
     CLI checkpoint's loss on those documents."""
     out, metrics = cli_run
-    client = serve(studio_args(names_path, "--engine", "ref", "--val-split", "0.002",
-                               "--val-every", "10"))  # fmt: skip
+    client = serve(studio_args(names_path, "--engine", "ref", "--val-split", "0.0005",
+                               "--val-every", "15"))  # fmt: skip
     _, _, payload = client.get("/api/state")
     n_val = json.loads(payload)["num_val_docs"]
-    assert n_val == int(32033 * 0.002)
+    assert n_val == int(32033 * 0.0005)
     client.post("/api/train", {"action": "start"})
     events = client.events(finished)
     assert [d["loss"] for _, k, d in events if k == "step"] == [m["loss"] for m in metrics]
     val = [d for _, k, d in events if k == "val"]
-    assert [d["step"] for d in val] == [10, 20, 30]
+    assert [d["step"] for d in val] == [15, 30]
     docs, _ = load_docs(names_path, random.Random(7))
     ckpt = ckpt_io.load(out / "model.safetensors")
     engine = load_engine("ref")(ckpt.model, ckpt.optim, len(ckpt.uchars) + 1, ckpt.params)
