@@ -570,3 +570,28 @@ def test_attention_falls_back_to_the_reference_engine():
         tok.doc_tokens("ava")[:-1]
     )
     assert d["attention_engine"] == "ref" and d["attention"] == expected
+
+
+def test_event_log_resume_rules():
+    from microgpt.studio.session import EventLog
+
+    log = EventLog()
+    log.emit("run", {"run": 1}, new_run=True)
+    for i in range(3):
+        log.emit("step", {"step": i + 1})
+    assert [e[0] for e in log.since(None)] == [1, 2, 3, 4]
+    assert [e[0] for e in log.since(2)] == [3, 4]
+    assert log.since(4) == []
+    # a browser that saw a later id (a restarted server) gets the whole run again
+    assert [e[0] for e in log.since(99)] == [1, 2, 3, 4]
+    log.emit("run", {"run": 2}, new_run=True)  # reset: ids keep growing
+    assert [(e[0], e[1]) for e in log.since(3)] == [(5, "run")]
+    assert log.wait(5, timeout=0.01) == []
+
+
+def test_loopback_hosts():
+    from microgpt.studio.server import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2")
+    assert not is_loopback("example.com")

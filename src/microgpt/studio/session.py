@@ -133,14 +133,12 @@ class Session:
         num_samples: int = 8,
         temperature: float = 0.5,
         val_every: int = 100,
-        step_delay: float = 0.0,
     ):
         self.make_run = make_run
         self.sample_every = sample_every
         self.num_samples = num_samples
         self.temperature = temperature
         self.val_every = val_every
-        self.step_delay = step_delay  # seconds to rest between steps (keeps a shared CPU free)
         self.lock = FairLock()  # held for every engine call
         self.events = EventLog()
         self._thread: threading.Thread | None = None
@@ -257,8 +255,6 @@ class Session:
                     self._emit_snapshot()
                 if self.run.val_docs and (result.step % self.val_every == 0 or tr.done):
                     self._emit_val()
-                if self.step_delay:
-                    self._stop.wait(self.step_delay)
         except Exception as e:  # a bug or a diverged run: show it, do not kill the server
             self.events.emit(
                 "train_error", {"message": f"training stopped: {e.__class__.__name__}: {e}"}
