@@ -469,6 +469,7 @@ function drawGraph() {
     el("svg:text", { x: x + 8, y: y + 41, class: "gval" }, grp, `grad ${fmt(node.grad)}`);
     if (hidden) grp.addEventListener("click", () => expandNode(id));
   }
+  svg.parentElement.scrollLeft = svg.parentElement.scrollWidth; // the loss sits on the right
 }
 
 function opClass(op) {
