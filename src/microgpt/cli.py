@@ -38,6 +38,7 @@ from .fingerprint import METADATA_KEY as DOCS_FINGERPRINT
 from .fingerprint import Fingerprint
 from .init import num_params
 from .sample import TRIES_PER_SAMPLE, format_report, sample_lines
+from .studio.cli import add_studio_parser
 from .tokenizer import TokenizerError
 from .train import TrainingError, new_trainer, resume_trainer
 from .train import run as run_training
@@ -601,6 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)
     add_eval_parser(sub)
     add_export_parser(sub)
+    add_studio_parser(sub)
     return parser
 
 
