@@ -333,6 +333,7 @@ def test_sample_endpoint(serve, names_path):
     client = serve(studio_args(names_path, "--engine", "ref"))
     session = client.server.session
     tok = session.run.trainer.tokenizer
+    train_set = set(session.run.trainer.docs)
     # no prompt, no top-k: the CLI's sampler with the same seed
     status, d = client.post("/api/sample", {"count": 5, "temperature": 0.8, "seed": 3})
     assert status == 200
@@ -341,7 +342,7 @@ def test_sample_endpoint(serve, names_path):
     assert [s["text"] for s in d["samples"]] == expected
     r = d["report"]
     assert r["count"] == 5 and r["unique"] == len(set(expected))
-    assert r["novel"] == sum(s not in session.train_set for s in expected)
+    assert r["novel"] == sum(s not in train_set for s in expected)
     # top-k 1 is greedy, whatever the temperature; a prompt is kept as the start
     _, greedy = client.post("/api/sample", {"count": 2, "temperature": 0, "prompt": "em"})
     _, top1 = client.post(
@@ -351,7 +352,7 @@ def test_sample_endpoint(serve, names_path):
     assert all(s["text"].startswith("em") for s in greedy["samples"])
     # novel-only never returns a training document
     _, novel = client.post("/api/sample", {"count": 10, "temperature": 1.0, "novel": True})
-    assert all(s["novel"] and s["text"] not in session.train_set for s in novel["samples"])
+    assert all(s["novel"] and s["text"] not in train_set for s in novel["samples"])
     # a user's mistake is a 400 with a message
     status, err = client.post("/api/sample", {"prompt": "É"})
     assert status == 400 and "vocabulary" in err["error"]
@@ -527,11 +528,11 @@ def test_command_errors_are_one_line(names_path, cli_env):
 
 
 def test_val_loss_is_the_held_out_tail(serve, names_path, cli_run):
-    """With --val-split the last documents of the shuffled list are held out; the first
+    """With --val-fraction the last documents of the shuffled list are held out; the first
     steps train on the same documents as the CLI run, so at step 30 the val loss equals the
     CLI checkpoint's loss on those documents."""
     out, metrics = cli_run
-    client = serve(studio_args(names_path, "--engine", "ref", "--val-split", "0.0005",
+    client = serve(studio_args(names_path, "--engine", "ref", "--val-fraction", "0.0005",
                                "--val-every", "15"))  # fmt: skip
     _, _, payload = client.get("/api/state")
     n_val = json.loads(payload)["num_val_docs"]

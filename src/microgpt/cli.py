@@ -18,12 +18,14 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from . import __version__, distributed, rundir
 from . import checkpoint as ckpt_io
 from .bench import add_bench_parser
-from .config import DOC_MODES, PRESETS, ConfigError, get_preset, to_dict
+from .config import DOC_MODES, PRESETS, ConfigError, Preset, get_preset, to_dict
 from .data import (
     DataError,
     default_names_path,
@@ -40,7 +42,7 @@ from .init import num_params
 from .sample import TRIES_PER_SAMPLE, format_report, sample_lines
 from .studio.cli import add_studio_parser
 from .tokenizer import TokenizerError
-from .train import TrainingError, new_trainer, resume_trainer
+from .train import Trainer, TrainingError, new_trainer, resume_trainer
 from .train import run as run_training
 
 DEFAULT_ENGINE = "numpy"
@@ -76,22 +78,7 @@ def add_train_parser(sub) -> None:
         help="train a model and print samples",
         description="Train a model. The defaults reproduce the original microgpt run exactly.",
     )
-    p.add_argument("--preset", choices=sorted(PRESETS),
-                   help="which original revision to follow (default: final)")
-    p.add_argument("--engine", choices=list(ENGINES),
-                   help=f"computation engine (default: {DEFAULT_ENGINE}; on --resume, the run's)")
-    p.add_argument("--dtype", choices=DTYPES,
-                   help="float precision of the engine (default: float64, which matches the "
-                   "reference; float32 is faster, numpy engine only; on --resume, the run's)")
-    p.add_argument("--data", metavar="PATH",
-                   help="UTF-8 text file (default: the names dataset); see --doc-mode")
-    p.add_argument("--doc-mode", choices=DOC_MODES,
-                   help="documents are the file's non-empty lines (lines, the default), its "
-                   "blank-line separated paragraphs, or the whole text; documents longer than "
-                   "the context are trained on random windows (paragraphs, text)")
-    p.add_argument("--val-fraction", type=float, metavar="F",
-                   help="hold out this share of the documents (chosen with the seed) for "
-                   "validation (default 0: none)")
+    add_setup_flags(p)
     p.add_argument("--eval-every", type=int, metavar="N",
                    help="validation loss and bits/char every N steps (needs --val-fraction; "
                    "default: only after the last step)")
@@ -105,14 +92,7 @@ def add_train_parser(sub) -> None:
                    help="with --resume: accept a data file whose sha256 differs from the run's")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar and no progress messages on stderr")
-    p.add_argument("--steps", type=int, metavar="N", help="training steps (preset: 1000 / 500)")
-    p.add_argument("--batch-size", type=int, metavar="B", help="documents per step (default 1)")
-    p.add_argument("--seed", type=int, metavar="N", help="random seed (default 42)")
-    p.add_argument("--n-embd", type=int, metavar="N", help="embedding width (default 16)")
-    p.add_argument("--n-head", type=int, metavar="N", help="attention heads (default 4)")
-    p.add_argument("--n-layer", type=int, metavar="N", help="transformer layers (default 1)")
-    p.add_argument("--block-size", type=int, metavar="N", help="context length (preset: 16 / 8)")
-    p.add_argument("--learning-rate", type=float, metavar="X", help="Adam learning rate (0.01)")
+    add_config_flags(p)
     p.add_argument("--temperature", type=float, metavar="X",
                    help="temperature of the samples printed after training (0.5)")
     p.add_argument("--num-samples", type=int, metavar="N",
@@ -124,6 +104,40 @@ def add_train_parser(sub) -> None:
                    help="allow --out to point at a directory that already holds a run")
     add_device_flags(p, compile_flag=True)
     p.set_defaults(func=cmd_train)
+
+
+def add_setup_flags(p, resumed: str = "on --resume",
+                    engine_default: str = f"{DEFAULT_ENGINE}; on --resume, the run's") -> None:
+    """The flags `build_new_trainer` reads to set up a run (preset, engine, dtype, data,
+    doc mode, validation split); `microgpt studio` adds the same ones."""
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="which original revision to follow (default: final)")
+    p.add_argument("--engine", choices=list(ENGINES),
+                   help=f"computation engine (default: {engine_default})")
+    p.add_argument("--dtype", choices=DTYPES,
+                   help="float precision of the engine (default: float64, which matches the "
+                   f"reference; float32 is faster, numpy engine only; {resumed}, the run's)")
+    p.add_argument("--data", metavar="PATH",
+                   help="UTF-8 text file (default: the names dataset); see --doc-mode")
+    p.add_argument("--doc-mode", choices=DOC_MODES,
+                   help="documents are the file's non-empty lines (lines, the default), its "
+                   "blank-line separated paragraphs, or the whole text; documents longer than "
+                   "the context are trained on random windows (paragraphs, text)")
+    p.add_argument("--val-fraction", type=float, metavar="F",
+                   help="hold out this share of the documents (chosen with the seed) for "
+                   "validation (default 0: none)")
+
+
+def add_config_flags(p) -> None:
+    """The flags that override the preset's model and training configs (`configs_from_args`)."""
+    p.add_argument("--steps", type=int, metavar="N", help="training steps (preset: 1000 / 500)")
+    p.add_argument("--batch-size", type=int, metavar="B", help="documents per step (default 1)")
+    p.add_argument("--seed", type=int, metavar="N", help="random seed (default 42)")
+    p.add_argument("--n-embd", type=int, metavar="N", help="embedding width (default 16)")
+    p.add_argument("--n-head", type=int, metavar="N", help="attention heads (default 4)")
+    p.add_argument("--n-layer", type=int, metavar="N", help="transformer layers (default 1)")
+    p.add_argument("--block-size", type=int, metavar="N", help="context length (preset: 16 / 8)")
+    p.add_argument("--learning-rate", type=float, metavar="X", help="Adam learning rate (0.01)")
 
 
 def add_device_flags(p, compile_flag: bool = False) -> None:
@@ -174,6 +188,15 @@ def configs_from_args(args):
 # Flags that shape the run itself; `--resume` uses the run's saved values and refuses these.
 FIXED_ON_RESUME = ("preset", "batch_size", "seed", "n_embd", "n_head", "n_layer", "block_size",
                    "learning_rate", "doc_mode", "val_fraction", "out", "force")
+
+
+def fixed_flag_given(args) -> str | None:
+    """The first flag of FIXED_ON_RESUME that `args` gives (as "--name"), else None."""
+    for name in FIXED_ON_RESUME:
+        value = getattr(args, name, None)
+        if value is not None and value is not False:  # 0 is a value
+            return "--" + name.replace("_", "-")
+    return None
 
 
 def loop_options(args, saved: dict[str, str]) -> tuple[int, int]:
@@ -264,18 +287,24 @@ def cmd_train(args) -> int:
         return run(follower)
 
 
-def train_run(args) -> int:
-    """A new run: check everything, then build the trainer, train, save and sample."""
-    if args.allow_data_change:
-        raise UsageError("--allow-data-change only applies with --resume DIR")
+class NewRun(NamedTuple):
+    preset: Preset
+    trainer: Trainer
+    engine_name: str
+
+
+def build_new_trainer(
+    args, extra: dict[str, str] | None = None, show: Callable[[str], None] | None = None
+) -> NewRun:
+    """A new run from the flags of `add_setup_flags` and `add_config_flags`: the configs,
+    the engine, then one generator seeded with --seed that shuffles the documents and then
+    draws the weights, the validation split, and a Trainer whose extra records the data's
+    sha256 and path, `extra`, and the training documents' fingerprint (for --novel).
+
+    `microgpt train` and `microgpt studio` both set up a run here, so the same flags give the
+    same run. `show` gets the lines the original prints (num docs, vocab size, num params).
+    """
     preset, model, optim, train = configs_from_args(args)
-    eval_every, checkpoint_every = loop_options(args, {})
-    if checkpoint_every and not args.out:
-        raise UsageError("--checkpoint-every needs --out DIR to write the checkpoints to")
-    if eval_every and not train.val_fraction:
-        raise UsageError("--eval-every needs held-out documents; add --val-fraction F (e.g. 0.1)")
-    if args.out and getattr(args, "writes", True):
-        rundir.check_new(args.out, args.force)  # before anything is written
     engine_name = args.engine or DEFAULT_ENGINE
     kwargs = engine_kwargs(args, engine_name)
     engine_cls = load_engine(engine_name)
@@ -284,20 +313,36 @@ def train_run(args) -> int:
     data_path = Path(args.data) if args.data else default_names_path()
     docs, data_sha256 = load_docs(data_path, rng, train.doc_mode)
     train_docs, val_docs = split_validation(docs, train.val_fraction)
-    print(f"num docs: {len(docs)}")
-    extra = {
-        "data_sha256": data_sha256,
-        "data_path": str(data_path.resolve()),
-        "eval_every": str(eval_every),
-        "checkpoint_every": str(checkpoint_every),
-    }
+    if show is not None:
+        show(f"num docs: {len(docs)}")
+    extra = {"data_sha256": data_sha256, "data_path": str(data_path.resolve()), **(extra or {})}
     trainer = new_trainer(
         engine_cls, train_docs, model, optim, train, rng, dtype=args.dtype or "float64",
         preset=preset.name, val_docs=val_docs, engine_kwargs=kwargs,
         extra={**extra, DOCS_FINGERPRINT: Fingerprint.from_docs(train_docs).to_json()},
     )
-    print(f"vocab size: {trainer.tokenizer.vocab_size}")
-    print(f"num params: {num_params(model, trainer.tokenizer.vocab_size)}")
+    if show is not None:
+        show(f"vocab size: {trainer.tokenizer.vocab_size}")
+        show(f"num params: {num_params(model, trainer.tokenizer.vocab_size)}")
+    return NewRun(preset, trainer, engine_name)
+
+
+def train_run(args) -> int:
+    """A new run: check everything, then build the trainer, train, save and sample."""
+    if args.allow_data_change:
+        raise UsageError("--allow-data-change only applies with --resume DIR")
+    train = configs_from_args(args)[3]
+    eval_every, checkpoint_every = loop_options(args, {})
+    if checkpoint_every and not args.out:
+        raise UsageError("--checkpoint-every needs --out DIR to write the checkpoints to")
+    if eval_every and not train.val_fraction:
+        raise UsageError("--eval-every needs held-out documents; add --val-fraction F (e.g. 0.1)")
+    if args.out and getattr(args, "writes", True):
+        rundir.check_new(args.out, args.force)  # before anything is written
+    preset, trainer, engine_name = build_new_trainer(
+        args, {"eval_every": str(eval_every), "checkpoint_every": str(checkpoint_every)}, print
+    )
+    train_docs, val_docs = trainer.docs, trainer.val_docs
     if val_docs and not args.quiet:
         say(f"validation: {len(val_docs)} held-out document(s), {len(train_docs)} for training")
     run = None
@@ -310,10 +355,8 @@ def train_run(args) -> int:
 
 def cmd_resume(args) -> int:
     """`train --resume DIR`: the run's saved configs, weights, Adam state, RNGs and step."""
-    given = [name for name in FIXED_ON_RESUME if getattr(args, name) is not None]
-    fixed = [name for name in given if getattr(args, name) is not False]  # 0 is a value
-    if fixed:
-        flag = "--" + fixed[0].replace("_", "-")
+    flag = fixed_flag_given(args)
+    if flag:
         raise UsageError(
             f"{flag} cannot change when resuming (the run's saved configuration is used); "
             "start a new run to change it"

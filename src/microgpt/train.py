@@ -43,6 +43,7 @@ class StepResult:
     step: int  # 1-based: the number of steps completed after this one
     loss: float
     lr: float
+    tokens: int = 0  # tokens predicted in this step (for tokens/s)
 
 
 class Trainer:
@@ -124,8 +125,9 @@ class Trainer:
         step = self.step_count
         lr_t = learning_rate(self.optim, step, self.train.num_steps)
         why = ""
+        batch = self.batch(step)
         try:
-            loss = self.engine.forward_backward(self.batch(step))
+            loss = self.engine.forward_backward(batch)
         except (OverflowError, ZeroDivisionError, ValueError) as e:
             # Python floats raise where arrays give inf/NaN: the scalar engine's blow-up
             # shows up as `math range error`, `math domain error` (log 0) or a division by 0.
@@ -140,7 +142,8 @@ class Trainer:
             )
         self.engine.adam_step(lr_t, step + 1)
         self.step_count = step + 1
-        return StepResult(step=step + 1, loss=loss, lr=lr_t)
+        tokens = sum(len(seq) - 1 for seq in batch)
+        return StepResult(step=step + 1, loss=loss, lr=lr_t, tokens=tokens)
 
     def checkpoint(self) -> ckpt_io.Checkpoint:
         """Everything needed to sample from, or continue, this run.

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import math
 
-from ..config import PRESETS, ConfigError
-from ..engine import ENGINES, EngineError, load_engine
+from ..config import ConfigError
+from ..engine import EngineError, load_engine
 
 DEFAULT_PORT = 8765
 
@@ -29,16 +29,13 @@ def add_studio_parser(sub) -> None:
         "same training loop and numbers as `microgpt train` with the same flags) and looks "
         "inside it: attention, next-token probabilities, embeddings, the autograd graph.",
     )
-    src = p.add_mutually_exclusive_group()
-    src.add_argument(
-        "--data",
-        metavar="PATH",
-        help="UTF-8 text file, one document per line (default: the names dataset)",
-    )
-    src.add_argument(
+    # The training flags are `microgpt train`'s own (and read by the same code).
+    from ..cli import add_config_flags, add_device_flags, add_setup_flags
+
+    p.add_argument(
         "--checkpoint",
         metavar="PATH",
-        help="open a model.safetensors (and continue training it if its data file is found)",
+        help="open a model.safetensors and continue its run on the run's data file (or --data)",
     )
     p.add_argument(
         "--host",
@@ -53,39 +50,14 @@ def add_studio_parser(sub) -> None:
         help=f"port to listen on; 0 picks a free one (default {DEFAULT_PORT})",
     )
     p.add_argument("--open", action="store_true", help="open the page in the web browser")
-    p.add_argument(
-        "--engine",
-        choices=list(ENGINES),
-        default=None,
-        help="computation engine (default: numpy when installed, else ref)",
-    )
-    p.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        default="final",
-        help="which original revision to follow (default: final)",
-    )
-    p.add_argument("--steps", type=int, metavar="N", help="training steps (preset: 1000 / 500)")
-    p.add_argument("--batch-size", type=int, metavar="B", help="documents per step (default 1)")
-    p.add_argument("--seed", type=int, metavar="N", help="random seed (default 42)")
-    p.add_argument("--n-embd", type=int, metavar="N", help="embedding width (default 16)")
-    p.add_argument("--n-head", type=int, metavar="N", help="attention heads (default 4)")
-    p.add_argument("--n-layer", type=int, metavar="N", help="transformer layers (default 1)")
-    p.add_argument("--block-size", type=int, metavar="N", help="context length (preset: 16 / 8)")
-    p.add_argument("--learning-rate", type=float, metavar="X", help="Adam learning rate (0.01)")
-    p.add_argument(
-        "--val-split",
-        type=float,
-        default=0.0,
-        metavar="F",
-        help="hold out this fraction of the documents and show their loss (default 0)",
-    )
+    add_setup_flags(p, resumed="with --checkpoint", engine_default="numpy when installed, else ref")
+    add_config_flags(p)
     p.add_argument(
         "--val-every",
         type=int,
         default=100,
         metavar="N",
-        help="evaluate the held-out documents every N steps (default 100)",
+        help="evaluate the held-out documents (--val-fraction) every N steps (default 100)",
     )
     p.add_argument(
         "--sample-every",
@@ -108,12 +80,13 @@ def add_studio_parser(sub) -> None:
         metavar="X",
         help="temperature of the live samples (default 0.5)",
     )
+    add_device_flags(p, compile_flag=True)
     p.set_defaults(func=cmd_studio)
 
 
 def build_session(args):
     """The session `microgpt studio` serves for these parsed flags."""
-    from .adapters import checkpoint_run, new_run
+    from .runs import checkpoint_run, new_run
     from .session import Session
 
     for name in ("sample_every", "val_every", "num_samples"):
@@ -121,16 +94,15 @@ def build_session(args):
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer")
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
         raise ConfigError(f"--temperature must be a number >= 0, got {args.temperature}")
-    engine = args.engine or default_engine()
     # `microgpt train` reads --temperature and --num-samples as the samples printed after
     # training; here they set the live samples, so the run's configs keep the preset's.
-    train_args = argparse.Namespace(**{**vars(args), "temperature": None, "num_samples": None})
-    if args.checkpoint:
-        make_run = lambda: checkpoint_run(train_args, engine)
-    else:
-        make_run = lambda: new_run(train_args, engine)
+    train_args = argparse.Namespace(
+        **{**vars(args), "engine": args.engine or default_engine(), "temperature": None,
+           "num_samples": None}
+    )  # fmt: skip
+    make_run = checkpoint_run if args.checkpoint else new_run
     return Session(
-        make_run, sample_every=args.sample_every, num_samples=args.num_samples,
+        lambda: make_run(train_args), sample_every=args.sample_every, num_samples=args.num_samples,
         temperature=args.temperature, val_every=args.val_every,
     )  # fmt: skip
 

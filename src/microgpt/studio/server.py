@@ -304,9 +304,14 @@ class StudioHandler(BaseHTTPRequestHandler):
             seed = body.get("seed")
             if seed is not None and not isinstance(seed, int):
                 raise RequestError(HTTPStatus.BAD_REQUEST, "seed must be an integer")
+            lengths = {}
+            for key in ("min_length", "max_length"):  # optional: absent or null is no limit
+                if body.get(key) is not None:
+                    lengths[key] = _field(body, key, int, 0)
             return session.sample(
                 _field(body, "prompt", str, ""), count, temperature,
-                max(0, _field(body, "top_k", int, 0)), bool(body.get("novel", False)), seed,
+                max(0, _field(body, "top_k", int, 0)) or None, bool(body.get("novel", False)),
+                seed, **lengths,
             )  # fmt: skip
         raise RequestError(HTTPStatus.NOT_FOUND, "not found")
 

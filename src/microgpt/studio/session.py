@@ -1,13 +1,16 @@
 """One studio session: a run trained on a background thread, and the events it streams.
 
-Training calls the same `Trainer.step` as `microgpt train`, one step at a time, holding
-`Session.lock` (the engine is not thread-safe); every view takes the same lock, so a look
-inside sees the weights between two steps, never halfway through an Adam update. Live
-samples use their own generator, so they never disturb the run's random stream.
+Training is `train.run`, the loop `microgpt train` runs, with hooks that stream each step,
+fresh samples and the validation loss. Each step (and its evaluation) holds `Session.lock`
+(the engine is not thread-safe); every view takes the same lock, so a look inside sees the
+weights between two steps, never halfway through an Adam update. Samples come from
+`sample.Draw` and their report from `sample.make_report`, as `microgpt sample` makes them;
+they use their own generator, so they never disturb the run's random stream.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -17,9 +20,14 @@ from collections import deque
 from collections.abc import Callable
 
 from ..engine import Engine
-from ..evaluate import evaluate
+from ..evaluate import Evaluation
+from ..fingerprint import Fingerprint
 from ..init import num_params
-from . import adapters, views
+from ..sample import Draw, Report, SampleConfig, make_report
+from ..train import StepResult
+from ..train import run as run_training
+from . import views
+from .runs import Run
 
 
 class FairLock:
@@ -122,13 +130,13 @@ class EventLog:
 class Session:
     """A run, its training thread and the views on it.
 
-    `make_run` builds a fresh `adapters.Run` (from the flags or a checkpoint); reset calls
-    it again, so a reset run repeats the first one's numbers exactly.
+    `make_run` builds a fresh `runs.Run` (from the flags or a checkpoint); reset calls it
+    again, so a reset run repeats the first one's numbers exactly.
     """
 
     def __init__(
         self,
-        make_run: Callable[[], adapters.Run],
+        make_run: Callable[[], Run],
         sample_every: int = 50,
         num_samples: int = 8,
         temperature: float = 0.5,
@@ -155,7 +163,6 @@ class Session:
         self.run = self.make_run()
         self.run_id += 1
         trainer = self.run.trainer
-        self.train_set = set(trainer.docs)
         self.sample_rng = random.Random(trainer.train.seed)
         self._window: deque[tuple[int, float]] = deque(maxlen=20)  # (tokens, seconds)
         self.events.emit("run", self.state(), new_run=True)
@@ -178,7 +185,7 @@ class Session:
             "uniform_loss": math.log(vocab),
             "num_params": num_params(model, vocab),
             "num_docs": len(tr.docs),
-            "num_val_docs": len(self.run.val_docs),
+            "num_val_docs": len(tr.val_docs),
             "model": {
                 "n_layer": model.n_layer,
                 "n_embd": model.n_embd,
@@ -230,59 +237,60 @@ class Session:
 
     def _train(self) -> None:
         tr = self.run.trainer
+        held, t0 = False, 0.0
+
+        def should_stop() -> bool:
+            # `train.run` asks this before every step: let a waiting view in between two
+            # steps, then hold the lock through the step and its evaluation.
+            nonlocal held, t0
+            if held:
+                self.lock.release()
+            self.lock.acquire()
+            held, t0 = True, time.perf_counter()
+            return self._stop.is_set()
+
+        def on_step(result: StepResult) -> None:
+            self._window.append((result.tokens, time.perf_counter() - t0))
+            window_s = sum(s for _, s in self._window)
+            tok_s = sum(t for t, _ in self._window) / window_s if window_s > 0 else None
+            self.events.emit(
+                "step",
+                {
+                    "step": result.step,
+                    "loss": views.finite(result.loss),
+                    "lr": result.lr,
+                    "tokens_per_s": tok_s,
+                },
+            )
+            if result.step % self.sample_every == 0 or tr.done:
+                self._emit_snapshot()
+
+        def on_eval(step: int, evaluation: Evaluation, is_best: bool) -> None:
+            self.events.emit("val", {"step": step, "loss": views.finite(evaluation.loss)})
+
         try:
-            while not self._stop.is_set():
-                with self.lock:
-                    if tr.done:
-                        break
-                    tokens = sum(len(s) - 1 for s in tr.batch(tr.step_count))
-                    t0 = time.perf_counter()
-                    result = tr.step()
-                    seconds = time.perf_counter() - t0
-                self._window.append((tokens, seconds))
-                window_s = sum(s for _, s in self._window)
-                tok_s = sum(t for t, _ in self._window) / window_s if window_s > 0 else None
-                self.events.emit(
-                    "step",
-                    {
-                        "step": result.step,
-                        "loss": views.finite(result.loss),
-                        "lr": result.lr,
-                        "tokens_per_s": tok_s,
-                    },
-                )
-                if result.step % self.sample_every == 0 or tr.done:
-                    self._emit_snapshot()
-                if self.run.val_docs and (result.step % self.val_every == 0 or tr.done):
-                    self._emit_val()
+            run_training(tr, eval_every=self.val_every, on_step=on_step, on_eval=on_eval,
+                         should_stop=should_stop)  # fmt: skip
         except Exception as e:  # a bug or a diverged run: show it, do not kill the server
             self.events.emit(
                 "train_error", {"message": f"training stopped: {e.__class__.__name__}: {e}"}
             )
         finally:
+            if held:
+                self.lock.release()
             self.events.emit("status", self._status(running=False))
 
     def _emit_snapshot(self) -> None:
         """Fresh samples and the embedding picture, at the current step."""
         with self.lock:
             tr = self.run.trainer
-            samples = []
-            for _ in range(self.num_samples):
-                text, _ = adapters.sample_one(
-                    tr.engine, tr.tokenizer, self.sample_rng, "", self.temperature, 0
-                )
-                samples.append({"text": text, "novel": text not in self.train_set})
+            config = SampleConfig(num_samples=self.num_samples, temperature=self.temperature)
+            draw = Draw(tr.engine, tr.tokenizer, self.sample_rng, config)
+            samples = [sample_row(s.text, self.run.fingerprint) for s in draw.run()]
             emb = views.embeddings_2d(tr.engine, tr.tokenizer)
             step = tr.step_count
         self.events.emit("samples", {"step": step, "samples": samples})
         self.events.emit("embeddings", {"step": step, **emb})
-
-    def _emit_val(self) -> None:
-        with self.lock:
-            tr = self.run.trainer
-            result = evaluate(tr.engine, tr.tokenizer, self.run.val_docs)
-            step = tr.step_count
-        self.events.emit("val", {"step": step, "loss": views.finite(result.loss)})
 
     # --- views ------------------------------------------------------------------------------
     def look_inside(self, text: str, temperature: float) -> dict:
@@ -316,13 +324,53 @@ class Session:
         }
 
     def sample(
-        self, prompt: str, count: int, temperature: float, top_k: int, novel: bool, seed: int | None
+        self,
+        prompt: str,
+        count: int,
+        temperature: float,
+        top_k: int | None,
+        novel: bool,
+        seed: int | None,
+        min_length: int | None = None,
+        max_length: int | None = None,
     ) -> dict:
+        """Samples and their report, as `microgpt sample --report` draws and reports them."""
         rng = random.Random(seed) if seed is not None else self.sample_rng
+        config = SampleConfig(
+            num_samples=count, temperature=temperature, top_k=top_k, prompt=prompt,
+            novel=novel, min_length=min_length, max_length=max_length,
+        )  # fmt: skip
         with self.lock:
-            tr = self.run.trainer
-            out = adapters.sample_report(
-                tr.engine, tr.tokenizer, rng, self.train_set, prompt=prompt, count=count,
-                temperature=temperature, top_k=top_k, novel=novel,
-            )  # fmt: skip
-            return {"step": tr.step_count, **out}
+            tr, fingerprint = self.run.trainer, self.run.fingerprint
+            draw = Draw(tr.engine, tr.tokenizer, rng, config, fingerprint)
+            draw.run()
+            step = tr.step_count
+        tries = draw.tries if config.filtered else None  # as `microgpt sample --report`
+        report = make_report(draw.samples, fingerprint, tries, draw.rejected)
+        return {
+            "step": step,
+            "samples": [sample_row(s.text, fingerprint) for s in draw.samples],
+            "report": report_json(report, draw.tries),
+        }
+
+
+def sample_row(text: str, fingerprint: Fingerprint | None) -> dict:
+    """A sample for the page; novel: not a training document (None: unknown)."""
+    return {"text": text, "novel": None if fingerprint is None else text not in fingerprint}
+
+
+def report_json(report: Report, tries: int) -> dict:
+    """`sample.make_report`'s numbers for the page (JSON has no NaN: null), with the counts
+    behind its shares: samples kept, tries, unique and novel samples."""
+    n = report.num_samples
+    d = dataclasses.asdict(report)
+    d = {k: views.finite(v) if isinstance(v, float) else v for k, v in d.items()}
+    d["lengths"] = [[label, s, t] for label, s, t in report.lengths]
+    return {
+        **d,
+        "novel_share": d.pop("novel"),
+        "count": n,
+        "drawn": tries,
+        "unique": n - round(report.duplicates * n),
+        "novel": None if report.novel is None or not n else round(report.novel * n),
+    }

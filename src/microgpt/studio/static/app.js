@@ -202,9 +202,12 @@ function drawSamples(d) {
   clear(list);
   list.dataset.step = String(d.step);
   $("samples-step").textContent = `at step ${d.step}`;
-  for (const s of d.samples) {
-    el("li", { class: s.novel ? "novel" : "seen" }, list, s.text || "(empty)");
-  }
+  for (const s of d.samples) el("li", { class: sampleClass(s) }, list, s.text || "(empty)");
+}
+
+// novel: not a training document; seen: one; null: unknown (no fingerprint)
+function sampleClass(s) {
+  return s.novel === null ? "" : s.novel ? "novel" : "seen";
 }
 
 // --- look inside ------------------------------------------------------------------------------
@@ -477,6 +480,15 @@ function opClass(op) {
 }
 
 // --- sample ----------------------------------------------------------------------------------
+function pct(x) {
+  return x === null || x === undefined ? "n/a" : `${(100 * x).toFixed(1)}%`;
+}
+
+function optionalInt(id) {
+  const v = $(id).value.trim();
+  return v === "" ? null : Number(v);
+}
+
 async function runSample(event) {
   event.preventDefault();
   const body = {
@@ -485,27 +497,40 @@ async function runSample(event) {
     top_k: Number($("s-topk").value),
     count: Number($("s-count").value),
     novel: $("s-novel").checked,
+    min_length: optionalInt("s-min"),
+    max_length: optionalInt("s-max"),
   };
   const list = $("sample-list");
   try {
     const d = await api("/api/sample", body);
     clear(list);
-    for (const s of d.samples) el("li", { class: s.novel ? "novel" : "seen" }, list, s.text || "(empty)");
+    for (const s of d.samples) el("li", { class: sampleClass(s) }, list, s.text || "(empty)");
     const table = $("sample-report");
     clear(table);
+    // sample.make_report's numbers, as `microgpt sample --report` prints them
     const r = d.report;
+    const rejected = Object.entries(r.rejected).map(([why, n]) => `${n} ${why}`).join(", ");
+    const trainLen = r.train_mean_length === null ? "" : ` (training: ${fmt(r.train_mean_length, 2)})`;
     const rows = [
       ["at step", d.step],
-      ["samples", `${r.count} (drawn ${r.drawn})`],
-      ["unique", `${r.unique} (${Math.round((100 * r.unique) / Math.max(r.count, 1))}%)`],
-      ["novel", `${r.novel} (${Math.round((100 * r.novel) / Math.max(r.count, 1))}%)`],
-      ["mean length", fmt(r.mean_length, 2)],
-      ["mean log-prob / token", fmt(r.mean_logprob, 3)],
+      ["samples", `${r.count} of ${r.drawn} tries` + (rejected ? ` (rejected: ${rejected})` : "")],
+      ["novel", r.novel === null ? "unknown" : `${r.novel} (${pct(r.novel_share)})`],
+      ["unique", `${r.unique} (duplicates ${pct(r.duplicates)})`],
+      ["mean length", fmt(r.mean_length, 2) + trainLen],
+      ["log-prob / char", `${fmt(r.logprob_per_char, 4)} nats`],
+      ["bits / char", fmt(r.bits_per_char, 4)],
     ];
     for (const [k, v] of rows) {
       const tr = el("tr", {}, table);
       el("td", {}, tr, k);
       el("td", { class: "num" }, tr, String(v));
+    }
+    const head = el("tr", {}, table);
+    for (const h of ["length", "samples / training"]) el("th", {}, head, h);
+    for (const [label, share, train] of r.lengths) {
+      const tr = el("tr", { class: "length" }, table);
+      el("td", {}, tr, label);
+      el("td", { class: "num" }, tr, `${pct(share)} / ${pct(train)}`);
     }
     showError("");
   } catch (err) {
