@@ -8,10 +8,12 @@ the autograd graph, and `sample.generate` for the sampler.
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import math
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from microgpt import checkpoint as ckpt_io
-from microgpt.cli import build_parser
+from microgpt.cli import UsageError, build_parser
 from microgpt.config import ModelConfig
 from microgpt.data import load_docs
 from microgpt.engine import EngineError, load_engine
@@ -343,6 +345,19 @@ def test_sample_endpoint(serve, names_path):
     r = d["report"]
     assert r["count"] == 5 and r["unique"] == len(set(expected))
     assert r["novel"] == sum(s not in train_set for s in expected)
+    # log-prob per character: the engine's loss on each sample as a sequence (closing BOS
+    # included when the model ended it; cut to the context as training cuts it)
+    block = session.engine.config.block_size
+    seqs = [tok.doc_tokens(s)[: block + 1] for s in expected]
+    nll = sum(session.engine.loss([t]) * (len(t) - 1) for t in seqs)
+    predicted = sum(len(t) - 1 for t in seqs)
+    assert r["predicted"] == predicted
+    assert r["logprob_per_char"] == pytest.approx(-nll / predicted, rel=1e-12)
+    assert r["bits_per_char"] == pytest.approx(nll / predicted / math.log(2), rel=1e-12)
+    # length filters: every kept sample within them, the rejected ones counted
+    _, short = client.post("/api/sample", {"count": 5, "temperature": 1.0, "max_length": 4})
+    assert all(len(s["text"]) <= 4 for s in short["samples"])
+    assert short["report"]["drawn"] == 5 + sum(short["report"]["rejected"].values())
     # top-k 1 is greedy, whatever the temperature; a prompt is kept as the start
     _, greedy = client.post("/api/sample", {"count": 2, "temperature": 0, "prompt": "em"})
     _, top1 = client.post(
@@ -395,6 +410,54 @@ def test_checkpoint_opens_where_training_ended(serve, names_path, cli_run):
     _, d = client.post("/api/inspect", {"text": "ava", "temperature": 1.0})
     tok = ckpt.tokenizer
     assert d["attention"] == engine.attention(tok.doc_tokens("ava")[:-1])
+
+
+def test_checkpoint_continues_as_cli_resume(serve, names_path, cli_run, tmp_path, cli_env):
+    """Training on from a checkpoint in the studio gives `microgpt train --resume`'s losses."""
+    out, _ = cli_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    cmd = [sys.executable, "-m", "microgpt", "train", "--resume", str(run), "--steps",
+           str(STEPS + 5), "--engine", "ref", "--data", str(names_path)]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300, env=cli_env)
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    expected = [m["loss"] for m in metrics if "loss" in m][STEPS:]
+    args = build_parser().parse_args(["studio", "--checkpoint", str(out / "model.safetensors"),
+                                      "--engine", "ref", "--port", "0",
+                                      "--steps", str(STEPS + 5)])  # fmt: skip
+    client = serve(args)
+    client.post("/api/train", {"action": "start"})
+    events = client.events(finished)
+    steps = [d for _, k, d in events if k == "step"]
+    assert [d["step"] for d in steps] == list(range(STEPS + 1, STEPS + 6))
+    assert [d["loss"] for d in steps] == expected
+
+
+def test_checkpoint_without_data_or_adam_state_is_inspect_only(serve, names_path, cli_run,
+                                                               tmp_path):  # fmt: skip
+    out, _ = cli_run
+    ckpt = ckpt_io.load(out / "model.safetensors")
+    moved = dataclasses.replace(ckpt, extra={**ckpt.extra, "data_path": str(tmp_path / "gone")})
+    weights_only = dataclasses.replace(ckpt, adam_m=None, adam_v=None)
+    for name, c in [("moved", moved), ("weights", weights_only)]:
+        path = tmp_path / f"{name}.safetensors"
+        ckpt_io.save(path, c)
+        client = serve(build_parser().parse_args(["studio", "--checkpoint", str(path),
+                                                  "--engine", "ref", "--port", "0"]))  # fmt: skip
+        _, _, payload = client.get("/api/state")
+        state = json.loads(payload)
+        assert not state["can_train"] and state["step"] == STEPS, name
+        _, d = client.post("/api/sample", {"count": 3, "novel": True, "seed": 1})
+        assert len(d["samples"]) == 3  # the checkpoint's fingerprint: novel-only still works
+
+
+def test_checkpoint_refuses_flags_that_shape_the_run(names_path, cli_run):
+    out, _ = cli_run
+    for flags in (["--seed", "3"], ["--n-embd", "16"], ["--val-fraction", "0.1"]):
+        args = build_parser().parse_args(["studio", "--checkpoint", str(out / "model.safetensors"),
+                                          "--engine", "ref", *flags])  # fmt: skip
+        with pytest.raises(UsageError, match=f"{flags[0]} cannot change"):
+            build_session(args)
 
 
 # --- what the server refuses ----------------------------------------------------------------------
