@@ -419,6 +419,14 @@ def train_and_sample(args, trainer, run, eval_every, checkpoint_every, inference
             run.save(trainer.checkpoint())
 
     stop = StopSignals()
+    should_stop = stop.requested
+    agree = getattr(trainer.engine, "agree_stop", None)
+    if agree is not None:  # the torch engine: under torchrun, all ranks stop at one step
+
+        def should_stop() -> bool:
+            stop.signum = agree(stop.signum or 0) or None
+            return stop.signum is not None
+
     try:
         with stop, warnings.catch_warnings():
             # Array engines warn on overflow before the loss turns NaN; the loop reports a
@@ -427,7 +435,7 @@ def train_and_sample(args, trainer, run, eval_every, checkpoint_every, inference
                                     "encountered", RuntimeWarning)
             run_training(trainer, eval_every=eval_every, checkpoint_every=checkpoint_every,
                          on_step=on_step, on_eval=on_eval, on_checkpoint=on_checkpoint,
-                         should_stop=stop.requested)
+                         should_stop=should_stop)
     except TrainingError as e:
         if run is not None and run.saved_step is not None:
             kept = f"the last good checkpoint, {run.latest} (step {run.saved_step}), is kept"
@@ -444,6 +452,8 @@ def train_and_sample(args, trainer, run, eval_every, checkpoint_every, inference
         where = f"step {trainer.step_count} of {total}"
         if run is not None:
             saved = f"saved {run.latest}; continue with: microgpt train --resume {run.path}"
+        elif not getattr(args, "writes", True):
+            saved = "rank 0 saves the run's checkpoint"
         else:
             saved = "nothing was saved (no --out DIR)"
         say(f"microgpt: interrupted by {signal.Signals(stop.signum).name} at {where}; {saved}")
@@ -560,6 +570,9 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--engine", choices=list(ENGINES), default=DEFAULT_ENGINE,
                    help=f"computation engine (default: {DEFAULT_ENGINE})")
+    p.add_argument("--dtype", choices=DTYPES, default="float64",
+                   help="float precision of the engine (default: float64)")
+    add_device_flags(p)
     p.set_defaults(func=cmd_eval)
 
 
@@ -568,7 +581,8 @@ def cmd_eval(args) -> int:
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be a positive integer, got {args.batch_size}")
-    model = load(args.checkpoint, engine=args.engine)
+    model = load(args.checkpoint, engine=args.engine, dtype=args.dtype,
+                 **engine_kwargs(args, args.engine))
     mode = args.doc_mode or model.checkpoint.train.doc_mode
     docs = split_documents(read_text(args.data)[0], mode)
     if not docs:
