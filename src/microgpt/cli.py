@@ -457,6 +457,10 @@ def train_and_sample(args, trainer, run, eval_every, checkpoint_every, inference
         else:
             saved = "nothing was saved (no --out DIR)"
         say(f"microgpt: interrupted by {signal.Signals(stop.signum).name} at {where}; {saved}")
+        if agree is not None:
+            # under torchrun, one more collective is a barrier: the first rank to exit makes
+            # torchrun terminate the others, so none may exit before rank 0 has saved
+            agree(0)
         return 128 + stop.signum
     if run is not None and not args.quiet:
         say(f"saved {run.latest} and {run.path / rundir.METRICS}")
