@@ -424,8 +424,11 @@ def train_and_sample(args, trainer, run, eval_every, checkpoint_every, inference
     if agree is not None:  # the torch engine: under torchrun, all ranks stop at one step
 
         def should_stop() -> bool:
-            stop.signum = agree(stop.signum or 0) or None
-            return stop.signum is not None
+            # NOTE: a signal caught during the collective is set after its argument was
+            # read; it is kept (not overwritten) and put forward at the next step
+            agreed = agree(stop.signum or 0)
+            stop.signum = stop.signum or agreed or None
+            return agreed != 0
 
     try:
         with stop, warnings.catch_warnings():
@@ -433,9 +436,10 @@ def train_and_sample(args, trainer, run, eval_every, checkpoint_every, inference
             # diverged run in one line (TrainingError), so those warnings are only noise.
             warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) "
                                     "encountered", RuntimeWarning)
-            run_training(trainer, eval_every=eval_every, checkpoint_every=checkpoint_every,
-                         on_step=on_step, on_eval=on_eval, on_checkpoint=on_checkpoint,
-                         should_stop=should_stop)
+            finished = run_training(
+                trainer, eval_every=eval_every, checkpoint_every=checkpoint_every,
+                on_step=on_step, on_eval=on_eval, on_checkpoint=on_checkpoint,
+                should_stop=should_stop)
     except TrainingError as e:
         if run is not None and run.saved_step is not None:
             kept = f"the last good checkpoint, {run.latest} (step {run.saved_step}), is kept"
@@ -457,9 +461,9 @@ def train_and_sample(args, trainer, run, eval_every, checkpoint_every, inference
         else:
             saved = "nothing was saved (no --out DIR)"
         say(f"microgpt: interrupted by {signal.Signals(stop.signum).name} at {where}; {saved}")
-        if agree is not None:
-            # under torchrun, one more collective is a barrier: the first rank to exit makes
-            # torchrun terminate the others, so none may exit before rank 0 has saved
+        if agree is not None and not finished:
+            # an agreed stop under torchrun: one more collective is a barrier (the first rank
+            # to exit makes torchrun terminate the others; none may go before rank 0 saved)
             agree(0)
         return 128 + stop.signum
     if run is not None and not args.quiet:
