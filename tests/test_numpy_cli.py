@@ -4,6 +4,7 @@ float32 trains to nearly the same loss, and `microgpt bench --quick` runs and re
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import random
@@ -102,9 +103,19 @@ def test_bench_quick_reports_every_field(names_path, cli_env):
         "n_layer": 4, "n_embd": 128, "n_head": 4, "block_size": 64, "zero_init": [],
         "batch_size": 12,
     }  # fmt: skip
-    rows = {(r["engine"], r["dtype"]): r for r in result["engines"]}
-    assert {("ref", "float64"), ("numpy", "float64"), ("numpy", "float32")} <= set(rows)
-    for (engine, _dtype), row in rows.items():
+    rows = {(r["engine"], r["dtype"], r.get("device")): r for r in result["engines"]}
+    assert {("ref", "float64", None), ("numpy", "float64", None),
+            ("numpy", "float32", None)} <= set(rows)  # fmt: skip
+    torch_rows = [key for key in rows if key[0] == "torch"]
+    assert {("torch", "float64", "cpu"), ("torch", "float32", "cpu")} <= set(torch_rows)
+    torch_spec = importlib.util.find_spec("torch")
+    cuda = torch_spec is not None and __import__("torch").cuda.is_available()
+    for key in torch_rows:  # measured where torch (and, for a cuda row, a GPU) is present
+        assert ("skipped" in rows[key]) == (torch_spec is None or (key[2] == "cuda" and not cuda))
+        if "skipped" in rows[key]:
+            assert rows[key]["skipped"], key  # the reason, e.g. how to install torch
+    measured = {key: row for key, row in rows.items() if "skipped" not in row}
+    for (engine, _dtype, _device), row in measured.items():
         train = row["train"]
         for key in ("s_per_step", "cpu_s_per_step", "tokens_per_s", "speedup", "cpu_speedup"):
             assert train[key] > 0, (engine, key)
@@ -116,12 +127,17 @@ def test_bench_quick_reports_every_field(names_path, cli_env):
             assert row["large"]["steps"] == 2 and math.isfinite(row["large"]["final_loss"])
             assert row["large"]["tokens_per_s"] > 0
     # the same run, the same loss at the check step, whichever engine computed it
-    check = rows["ref", "float64"]["train"]["loss_at_step"]
-    assert rows["numpy", "float64"]["train"]["loss_at_step"]["step"] == check["step"]
-    assert math.isclose(rows["numpy", "float64"]["train"]["loss_at_step"]["loss"],
+    check = rows["ref", "float64", None]["train"]["loss_at_step"]
+    assert rows["numpy", "float64", None]["train"]["loss_at_step"]["step"] == check["step"]
+    assert math.isclose(rows["numpy", "float64", None]["train"]["loss_at_step"]["loss"],
                         check["loss"], rel_tol=1e-10)  # fmt: skip
-    assert math.isclose(rows["numpy", "float32"]["train"]["loss_at_step"]["loss"],
+    assert math.isclose(rows["numpy", "float32", None]["train"]["loss_at_step"]["loss"],
                         check["loss"], rel_tol=1e-4)  # fmt: skip
+    for (engine, dtype, _device), row in measured.items():  # torch rows, CPU and GPU
+        got = row["train"]["loss_at_step"]
+        assert got["step"] == check["step"], (engine, dtype)
+        tol = {"float64": 1e-10, "float32": 1e-4, "bfloat16": 3e-2}[dtype]
+        assert math.isclose(got["loss"], check["loss"], rel_tol=tol), (engine, dtype, _device)
 
 
 def test_bench_rejects_unknown_engine(names_path, cli_env):

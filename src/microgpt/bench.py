@@ -25,14 +25,40 @@ from pathlib import Path
 from .config import ConfigError, ModelConfig, get_preset
 from .data import DOC_MODES, default_names_path, load_docs
 from .engine import ENGINES, EngineError, load_engine
+from .init import init_params
 from .sample import generate
 from .train import new_trainer
 
-# (engine, dtype) rows of the table, in order. The first row is the baseline of the ratio.
-BENCH_ENGINES: list[tuple[str, str]] = [
-    ("ref", "float64"),
-    ("numpy", "float64"),
-    ("numpy", "float32"),
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One row of the table: an engine, its dtype and, for torch, its device."""
+
+    engine: str
+    dtype: str = "float64"
+    device: str | None = None  # torch only: "cpu" or "cuda"
+
+    @property
+    def label(self) -> str:
+        return "/".join(x for x in (self.engine, self.dtype, self.device) if x)
+
+    @property
+    def kwargs(self) -> dict:
+        """Engine constructor keywords: the device, and never join a torchrun job."""
+        return {"device": self.device, "distributed": False} if self.device else {}
+
+
+# The rows of the table, in order. The first row is the baseline of the ratio. The CUDA rows
+# are skipped, with the reason, where torch finds no GPU (or torch is not installed).
+BENCH_ENGINES: list[BenchRow] = [
+    BenchRow("ref", "float64"),
+    BenchRow("numpy", "float64"),
+    BenchRow("numpy", "float32"),
+    BenchRow("torch", "float64", "cpu"),
+    BenchRow("torch", "float32", "cpu"),
+    BenchRow("torch", "float64", "cuda"),
+    BenchRow("torch", "float32", "cuda"),
+    BenchRow("torch", "bfloat16", "cuda"),
 ]
 # Engines too slow for the whole default run and the larger config: they train on
 # --ref-steps steps only and skip the larger config.
@@ -97,8 +123,10 @@ def add_bench_parser(sub) -> None:
     p.add_argument(
         "--engines",
         metavar="LIST",
-        help="comma-separated engine[:dtype] rows to run, e.g. ref,numpy:float32 "
-        "(default: " + ",".join(f"{e}:{d}" for e, d in BENCH_ENGINES) + ")",
+        help="comma-separated engine[:dtype[:device]] rows to run, e.g. "
+        "ref,numpy:float32,torch:float32:cuda (default: "
+        + ",".join(":".join(r.label.split("/")) for r in BENCH_ENGINES)
+        + "; the device is torch's, cpu unless given)",
     )
     p.add_argument(
         "--quick",
@@ -119,7 +147,7 @@ class BenchSettings:
     ref_steps: int
     samples: int
     large_steps: int
-    engines: list[tuple[str, str]]
+    engines: list[BenchRow]
 
 
 def settings_from_args(args) -> BenchSettings:
@@ -136,8 +164,11 @@ def settings_from_args(args) -> BenchSettings:
     if args.engines:
         engines = []
         for item in args.engines.split(","):
-            name, _, dtype = item.strip().partition(":")
-            engines.append((name, dtype or "float64"))
+            name, dtype, device = (item.strip().split(":") + ["", ""])[:3]
+            if device and name != "torch":
+                raise ConfigError(f"--engines {item!r}: only the torch engine takes a device")
+            device = device or ("cpu" if name == "torch" else "")
+            engines.append(BenchRow(name, dtype or "float64", device or None))
     return BenchSettings(
         data=data,
         large_data=Path(args.large_data) if args.large_data else data,
@@ -168,9 +199,15 @@ def limit_blas_threads() -> str:
 # --- measurements ----------------------------------------------------------------------------
 
 
+def limit_torch_threads() -> None:
+    """One intra-op thread for torch on the CPU, as for BLAS (torch is loaded by now)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
 def time_training(
-    engine_name: str,
-    dtype: str,
+    row: BenchRow,
     docs_path: Path,
     model: ModelConfig | None,
     batch_size: int,
@@ -187,7 +224,7 @@ def time_training(
     Returns ((wall, cpu) seconds of the fastest run, steps, predicted tokens, loss at
     `check_step`, last loss, the trainer of the last run, for sampling).
     """
-    engine_cls = load_engine(engine_name)
+    engine_cls = load_engine(row.engine)
     preset = get_preset("final")
     model = model or preset.model
     train = dataclasses.replace(preset.train, batch_size=batch_size)
@@ -196,7 +233,10 @@ def time_training(
     for _ in range(repeats):
         rng = random.Random(train.seed)
         docs, _ = load_docs(docs_path, rng, mode=doc_mode)
-        trainer = new_trainer(engine_cls, docs, model, preset.optim, train, rng, dtype=dtype)
+        trainer = new_trainer(
+            engine_cls, docs, model, preset.optim, train, rng, dtype=row.dtype,
+            engine_kwargs=row.kwargs,
+        )  # fmt: skip
         tokens = sum(len(seq) - 1 for s in range(steps) for seq in trainer.batch(s))
         check_loss = None
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -235,25 +275,35 @@ def run_bench(s: BenchSettings, say=print) -> dict:
     """
     rows = []
     base = None
-    for engine_name, dtype in s.engines:
-        if engine_name not in ENGINES:
+    for spec in s.engines:
+        if spec.engine not in ENGINES:
             raise ConfigError(
-                f"unknown engine {engine_name!r} in --engines; choose from {', '.join(ENGINES)}"
+                f"unknown engine {spec.engine!r} in --engines; choose from {', '.join(ENGINES)}"
             )
+    for spec in s.engines:
+        engine_name, dtype, label = spec.engine, spec.dtype, spec.label
         row: dict = {"engine": engine_name, "dtype": dtype}
+        if spec.device:
+            row["device"] = spec.device
         rows.append(row)
         try:
-            load_engine(engine_name)
-        except EngineError as e:  # e.g. torch not installed: report it, measure the rest
+            engine_cls = load_engine(engine_name)
+            limit_torch_threads()
+            # a throwaway 1-weight-matrix model: checks the dtype and the device up front
+            probe = ModelConfig(n_layer=1, n_embd=4, n_head=1, block_size=2)
+            rng = random.Random(0)
+            engine_cls(probe, get_preset("final").optim, 2, init_params(probe, 2, rng),
+                       dtype=dtype, **spec.kwargs)  # fmt: skip
+        except EngineError as e:  # e.g. torch not installed, no GPU: report it, measure the rest
             row["skipped"] = str(e)
-            say(f"  {engine_name}/{dtype}: skipped ({e})")
+            say(f"  {label}: skipped ({e})")
             continue
         slow = engine_name in SLOW_ENGINES
-        say(f"  {engine_name}/{dtype}: training the default run ...")
+        say(f"  {label}: training the default run ...")
         steps = s.ref_steps if slow else s.steps
         check_step = s.ref_steps if steps is None else min(s.ref_steps, steps)
         (wall, cpu), n, tokens, check_loss, last_loss, trainer = time_training(
-            engine_name, dtype, s.data, None, 1, steps, check_step, s.repeats
+            spec, s.data, None, 1, steps, check_step, s.repeats
         )
         base = base or (wall / n, cpu / n)
         row["train"] = {
@@ -266,7 +316,7 @@ def run_bench(s: BenchSettings, say=print) -> dict:
             "speedup": base[0] / (wall / n),
             "cpu_speedup": base[1] / (cpu / n),
         }
-        say(f"  {engine_name}/{dtype}: sampling ...")
+        say(f"  {label}: sampling ...")
         dec_tokens, (wall, cpu) = time_sampling(trainer, s.samples, s.repeats)
         row["sample"] = {
             "tokens": dec_tokens,
@@ -275,9 +325,9 @@ def run_bench(s: BenchSettings, say=print) -> dict:
         }
         row["large"] = None  # the slow engines would take hours: not measured
         if not slow:
-            say(f"  {engine_name}/{dtype}: training the larger config ...")
+            say(f"  {label}: training the larger config ...")
             (wall, cpu), n, tokens, _, last_loss, _ = time_training(
-                engine_name, dtype, s.large_data, LARGE_MODEL, LARGE_BATCH, s.large_steps, 0,
+                spec, s.large_data, LARGE_MODEL, LARGE_BATCH, s.large_steps, 0,
                 s.repeats, doc_mode=s.large_docs,
             )  # fmt: skip
             row["large"] = {
@@ -306,13 +356,13 @@ def format_table(result: dict) -> list[str]:
         f"each time is the minimum over {result['repeats']} run(s); wall clock, and this "
         "process's CPU time in ()",
         "",
-        f"{'engine':<14} {'steps':>5} {'us/step':>20} {'speedup':>8} {check:>8} "
+        f"{'engine':<20} {'steps':>5} {'us/step':>20} {'speedup':>8} {check:>8} "
         f"{'loss':>7} {'sample tok/s':>17} {'large tok/s':>15} {'loss':>7}",
     ]
     for row in result["engines"]:
-        label = f"{row['engine']}/{row['dtype']}"
+        label = "/".join(row[k] for k in ("engine", "dtype", "device") if k in row)
         if "skipped" in row:
-            lines.append(f"{label:<14} skipped: {row['skipped']}")
+            lines.append(f"{label:<20} skipped: {row['skipped']}")
             continue
         t, smp, big = row["train"], row["sample"], row["large"]
         us = f"{t['s_per_step'] * 1e6:.1f} ({t['cpu_s_per_step'] * 1e6:.1f})"
@@ -323,7 +373,7 @@ def format_table(result: dict) -> list[str]:
         else:
             large, large_loss = "-", "-"
         lines.append(
-            f"{label:<14} {t['steps']:>5} {us:>20} {t['speedup']:>7.0f}x "
+            f"{label:<20} {t['steps']:>5} {us:>20} {t['speedup']:>7.3g}x "
             f"{t['loss_at_step']['loss']:>8.4f} {t['final_loss']:>7.4f} {tok:>17} "
             f"{large:>15} {large_loss:>7}"
         )

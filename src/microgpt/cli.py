@@ -462,15 +462,27 @@ def train_and_sample(args, trainer, run, eval_every, checkpoint_every, inference
             run.save(trainer.checkpoint())
 
     stop = StopSignals()
+    should_stop = stop.requested
+    agree = getattr(trainer.engine, "agree_stop", None)
+    if agree is not None:  # the torch engine: under torchrun, all ranks stop at one step
+
+        def should_stop() -> bool:
+            # NOTE: a signal caught during the collective is set after its argument was
+            # read; it is kept (not overwritten) and put forward at the next step
+            agreed = agree(stop.signum or 0)
+            stop.signum = stop.signum or agreed or None
+            return agreed != 0
+
     try:
         with stop, warnings.catch_warnings():
             # Array engines warn on overflow before the loss turns NaN; the loop reports a
             # diverged run in one line (TrainingError), so those warnings are only noise.
             warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) "
                                     "encountered", RuntimeWarning)
-            run_training(trainer, eval_every=eval_every, checkpoint_every=checkpoint_every,
-                         on_step=on_step, on_eval=on_eval, on_checkpoint=on_checkpoint,
-                         should_stop=stop.requested)
+            finished = run_training(
+                trainer, eval_every=eval_every, checkpoint_every=checkpoint_every,
+                on_step=on_step, on_eval=on_eval, on_checkpoint=on_checkpoint,
+                should_stop=should_stop)
     except TrainingError as e:
         if run is not None and run.saved_step is not None:
             kept = f"the last good checkpoint, {run.latest} (step {run.saved_step}), is kept"
@@ -487,9 +499,15 @@ def train_and_sample(args, trainer, run, eval_every, checkpoint_every, inference
         where = f"step {trainer.step_count} of {total}"
         if run is not None:
             saved = f"saved {run.latest}; continue with: microgpt train --resume {run.path}"
+        elif not getattr(args, "writes", True):
+            saved = "rank 0 saves the run's checkpoint"
         else:
             saved = "nothing was saved (no --out DIR)"
         say(f"microgpt: interrupted by {signal.Signals(stop.signum).name} at {where}; {saved}")
+        if agree is not None and not finished:
+            # an agreed stop under torchrun: one more collective is a barrier (the first rank
+            # to exit makes torchrun terminate the others; none may go before rank 0 saved)
+            agree(0)
         return 128 + stop.signum
     if run is not None and not args.quiet:
         say(f"saved {run.latest} and {run.path / rundir.METRICS}")
@@ -603,6 +621,9 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--engine", choices=list(ENGINES), default=DEFAULT_ENGINE,
                    help=f"computation engine (default: {DEFAULT_ENGINE})")
+    p.add_argument("--dtype", choices=DTYPES, default="float64",
+                   help="float precision of the engine (default: float64)")
+    add_device_flags(p)
     p.set_defaults(func=cmd_eval)
 
 
@@ -611,7 +632,8 @@ def cmd_eval(args) -> int:
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be a positive integer, got {args.batch_size}")
-    model = load(args.checkpoint, engine=args.engine)
+    model = load(args.checkpoint, engine=args.engine, dtype=args.dtype,
+                 **engine_kwargs(args, args.engine))
     mode = args.doc_mode or model.checkpoint.train.doc_mode
     docs = split_documents(read_text(args.data)[0], mode)
     if not docs:

@@ -354,6 +354,21 @@ class TorchEngine(Engine):
             p.grad = None
         self.stats["seconds"] += time.perf_counter() - t0
 
+    def agree_stop(self, signum: int) -> int:
+        """The stop request all ranks agree on: the largest signal number any rank caught
+        since the last step (0: none), so that every rank stops before the same step.
+
+        Under torchrun a SIGINT/SIGTERM reaches the ranks at different moments; a rank that
+        stopped alone would leave the others waiting in DDP's all-reduce for it. The CLI
+        asks this before every step, on every rank (the same number of collectives)."""
+        if not self.launch.distributed:
+            return signum
+        import torch.distributed as dist
+
+        flag = torch.tensor([signum], dtype=torch.int64, device=self.device)  # (1,)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item())
+
     def summary(self) -> str:
         """One line on what this process trained, and how fast."""
         s, launch = self.stats, self.launch
