@@ -101,7 +101,7 @@ def test_bench_quick_reports_every_field(names_path, cli_env):
     assert result["workload"]["large_config"] == {
         **dataclasses.asdict(get_preset("final").model),
         "n_layer": 4, "n_embd": 128, "n_head": 4, "block_size": 64, "zero_init": [],
-        "batch_size": 12,
+        "batch_size": 12, "learning_rate": 1e-3,
     }  # fmt: skip
     rows = {(r["engine"], r["dtype"], r.get("device")): r for r in result["engines"]}
     assert {("ref", "float64", None), ("numpy", "float64", None),
