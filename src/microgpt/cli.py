@@ -140,6 +140,15 @@ def add_config_flags(p) -> None:
     p.add_argument("--learning-rate", type=float, metavar="X", help="Adam learning rate (0.01)")
 
 
+def add_model_engine_flags(p) -> None:
+    """--engine, --dtype and the torch flags of the commands that load a saved model."""
+    p.add_argument("--engine", choices=list(ENGINES), default=DEFAULT_ENGINE,
+                   help=f"computation engine (default: {DEFAULT_ENGINE})")
+    p.add_argument("--dtype", choices=DTYPES, default="float64",
+                   help="float precision of the engine (default: float64)")
+    add_device_flags(p)
+
+
 def add_device_flags(p, compile_flag: bool = False) -> None:
     """Flags of the torch engine (they are refused with another engine)."""
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"],
@@ -559,11 +568,7 @@ def add_sample_parser(sub) -> None:
                    help="print one JSON object (samples, counts, and the report with --report)")
     p.add_argument("--seed", type=int, metavar="N",
                    help="random seed (default: continue the checkpoint's saved random state)")
-    p.add_argument("--engine", choices=list(ENGINES), default=DEFAULT_ENGINE,
-                   help=f"computation engine (default: {DEFAULT_ENGINE})")
-    p.add_argument("--dtype", choices=DTYPES, default="float64",
-                   help="float precision of the engine (default: float64)")
-    add_device_flags(p)
+    add_model_engine_flags(p)
     p.set_defaults(func=cmd_sample)
 
 
@@ -619,11 +624,7 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32, metavar="B",
                    help="documents per engine call (default: 32; does not change the result)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--engine", choices=list(ENGINES), default=DEFAULT_ENGINE,
-                   help=f"computation engine (default: {DEFAULT_ENGINE})")
-    p.add_argument("--dtype", choices=DTYPES, default="float64",
-                   help="float precision of the engine (default: float64)")
-    add_device_flags(p)
+    add_model_engine_flags(p)
     p.set_defaults(func=cmd_eval)
 
 
