@@ -36,20 +36,26 @@ def assert_close(got, want, tol=1e-6):
 def test_rmsnorm():
     x = rng.normal(size=(5, 8))
     R = rng.normal(size=(5, 8))
-    out, cache = L.rmsnorm_forward(x)
+    avg = np.full((8, 8), 1 / 8)
+
+    def forward():
+        return L.rmsnorm_forward(x, np.empty_like(x), np.empty_like(x), avg)
+
+    out, cache = forward()
     np.testing.assert_allclose(np.mean(out * out, axis=1), 1 / (1 + 1e-5 / np.mean(x * x, 1)))
-    dx = L.rmsnorm_backward(R.copy(), cache)
-    assert_close(dx, numeric_grad(lambda: np.sum(R * L.rmsnorm_forward(x)[0]), x))
+    np.testing.assert_allclose(out, x * (np.mean(x * x, 1, keepdims=True) + 1e-5) ** -0.5)
+    dx = L.rmsnorm_backward(R, cache, np.empty_like(x), np.empty_like(x))
+    assert_close(dx, numeric_grad(lambda: np.sum(R * forward()[0]), x))
 
 
 def test_linear():
     x, w = rng.normal(size=(4, 6)), rng.normal(size=(3, 6))
     R = rng.normal(size=(4, 3))
-    out, cache = L.linear_forward(x, w)
+    out, cache = L.linear_forward(x, w, np.empty((4, 3)))
     np.testing.assert_allclose(out, [[sum(w[o] * x[n]) for o in range(3)] for n in range(4)])
     dw = np.empty_like(w)
-    dx = L.linear_backward(R, cache, dw)
-    f = lambda: np.sum(R * L.linear_forward(x, w)[0])
+    dx = L.linear_backward(R, cache, dw, np.empty_like(x))
+    f = lambda: np.sum(R * L.linear_forward(x, w, np.empty((4, 3)))[0])
     assert_close(dx, numeric_grad(f, x))
     assert_close(dw, numeric_grad(f, w))
 
@@ -58,41 +64,72 @@ def test_linear():
                                      (L.relu2_forward, L.relu2_backward)])  # fmt: skip
 def test_relu_and_relu_squared(fwd, bwd):
     x = rng.normal(size=(3, 8))
+    x[0, :2] = 0  # the original passes no gradient at exactly 0
     R = rng.normal(size=(3, 8))
-    out, cache = fwd(x)
+    # relu2_forward overwrites its input with relu(x): each call gets a copy
+    out, cache = fwd(x.copy(), np.empty_like(x))
+    np.testing.assert_array_equal(out, np.maximum(x, 0) ** (2 if fwd is L.relu2_forward else 1))
     dx = bwd(R.copy(), cache)
-    assert_close(dx, numeric_grad(lambda: np.sum(R * fwd(x)[0]), x))
+    assert not dx[0, :2].any()
+    f = lambda: np.sum(R * fwd(x.copy(), np.empty_like(x))[0])
+    assert_close(dx[1:], numeric_grad(f, x)[1:])  # (no derivative at the kink itself)
 
 
-@pytest.mark.parametrize("B,T,NH", [(1, 5, 2), (3, 4, 1), (2, 6, 4)])
+def attention(qkv: np.ndarray, B: int, T: int, NH: int) -> tuple[np.ndarray, L.Attention]:
+    buf = L.Attention(B, T, qkv.shape[1] // 3, NH, np.float64)
+    buf.qkv[...] = qkv
+    return L.attention_forward(buf.qkv, buf)
+
+
+@pytest.mark.parametrize("B,T,NH", [(1, 5, 2), (3, 4, 1), (2, 6, 4), (1, 7, 4)])
 def test_attention(B, T, NH):
     C = 8
     qkv = rng.normal(size=(B * T, 3 * C))
     R = rng.normal(size=(B * T, C))
-    mask = L.causal_mask(B, NH, T, np.float64)
-    out, cache = L.attention_forward(qkv, B, T, NH, mask)
-    # hand-worked oracle for one head of one sequence: softmax over s <= t of q.k / sqrt(HS)
+    out, buf = attention(qkv, B, T, NH)
+    # hand-worked oracle for every head of every sequence: softmax over s <= t of
+    # q.k / sqrt(HS), weights on v
     HS = C // NH
-    q, k, v = (qkv[:T, i * C : i * C + HS] for i in range(3))  # head 0 of sequence 0
-    for t in range(T):
-        logits = q[t] @ k[: t + 1].T / HS**0.5
-        p = np.exp(logits - logits.max())
-        p /= p.sum()
-        np.testing.assert_allclose(out[t, :HS], p @ v[: t + 1], rtol=1e-12)
-    dqkv = L.attention_backward(R, cache)
-    f = lambda: np.sum(R * L.attention_forward(qkv, B, T, NH, mask)[0])
+    for b in range(B):
+        for h in range(NH):
+            q, k, v = (qkv[b * T : (b + 1) * T, i * C + h * HS : i * C + (h + 1) * HS]
+                       for i in range(3))  # fmt: skip
+            for t in range(T):
+                logits = q[t] @ k[: t + 1].T / HS**0.5
+                p = np.exp(logits - logits.max())
+                p /= p.sum()
+                got = out[b * T + t, h * HS : (h + 1) * HS]
+                np.testing.assert_allclose(got, p @ v[: t + 1], rtol=1e-12)
+                probs = buf.probabilities()[b, h, t]
+                np.testing.assert_allclose(probs[: t + 1], p, rtol=1e-12)
+                assert not probs[t + 1 :].any()  # the future gets exactly 0
+    dqkv = L.attention_backward(R, buf).copy()
+    f = lambda: np.sum(R * attention(qkv, B, T, NH)[0])
     assert_close(dqkv, numeric_grad(f, qkv))
+
+
+def test_diagonal_blocks_is_a_writable_view():
+    a = np.zeros((2, 6, 9))
+    blocks = L.diagonal_blocks(a, 3)  # (2, 3, 2, 3)
+    blocks[...] = np.arange(36).reshape(2, 3, 2, 3)
+    for b in range(2):
+        for h in range(3):
+            np.testing.assert_array_equal(
+                a[b, 2 * h : 2 * h + 2, 3 * h : 3 * h + 3], np.arange(36).reshape(2, 3, 2, 3)[b, h]
+            )
+    assert np.count_nonzero(a) == 35  # everything else untouched (and one block entry is 0)
 
 
 def test_attention_decode_is_a_row_of_attention_forward():
     T, C, NH = 6, 8, 2
     qkv = rng.normal(size=(T, 3 * C))
-    full, cache = L.attention_forward(qkv, 1, T, NH, L.causal_mask(1, NH, T, np.float64))
+    full, buf = attention(qkv, 1, T, NH)
     k_cache, v_cache = np.zeros((NH, T, C // NH)), np.zeros((NH, T, C // NH))
     for n in range(T):
         row, weights = L.attention_decode(qkv[n : n + 1], k_cache, v_cache, n, NH)
         np.testing.assert_allclose(row[0], full[n], rtol=1e-12, atol=1e-15)
-        np.testing.assert_allclose(weights, cache[3][0, :, n, : n + 1], rtol=1e-12, atol=1e-15)
+        want = buf.probabilities()[0, :, n, : n + 1]
+        np.testing.assert_allclose(weights, want, rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("padded", [False, True])
@@ -105,11 +142,12 @@ def test_crossentropy(padded):
     if padded:
         weight = np.zeros((N, 1))
         weight[rows] = 1 / len(rows)
-    loss, cache = L.crossentropy_forward(logits.copy(), rows, targets)
+    ones = np.ones((V, V))
+    loss, cache = L.crossentropy_forward(logits.copy(), rows, targets, ones)
     logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
     assert loss == pytest.approx(-np.mean(logp[rows, targets]), rel=1e-12)
     dlogits = L.crossentropy_backward(cache, weight, np.eye(V))
-    f = lambda: L.crossentropy_forward(logits.copy(), rows, targets)[0]
+    f = lambda: L.crossentropy_forward(logits.copy(), rows, targets, ones)[0]
     assert_close(dlogits, numeric_grad(f, logits))
 
 
@@ -119,10 +157,10 @@ def test_embedding(B):
     wte, wpe = rng.normal(size=(V, C)), rng.normal(size=(block, C))
     idx = rng.integers(0, V, size=(B, T))
     R = rng.normal(size=(B * T, C))
-    out, cache = L.embedding_forward(wte, wpe, idx)
+    f = lambda: np.sum(R * L.embedding_forward(wte, wpe, idx, np.empty((B * T, C)))[0])
+    out, cache = L.embedding_forward(wte, wpe, idx, np.empty((B * T, C)))
     np.testing.assert_array_equal(out.reshape(B, T, C), wte[idx] + wpe[:T])
-    dwte, dwpe = np.empty_like(wte), np.full_like(wpe, np.nan)
-    L.embedding_backward(R, cache, dwte, dwpe, np.eye(V))
-    f = lambda: np.sum(R * L.embedding_forward(wte, wpe, idx)[0])
-    assert_close(dwte, numeric_grad(f, wte))
-    assert_close(dwpe, numeric_grad(f, wpe))  # rows T.. are exactly 0, not left as NaN
+    dembed = np.full((V + block, C), np.nan)  # wte's gradient, then wpe's
+    L.embedding_backward(R, cache, dembed, L.EmbeddingOneHot.alloc(B, T, V, block, np.float64))
+    assert_close(dembed[:V], numeric_grad(f, wte))
+    assert_close(dembed[V:], numeric_grad(f, wpe))  # rows T.. are exactly 0, not left as NaN

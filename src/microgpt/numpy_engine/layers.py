@@ -1,9 +1,9 @@
 """The layers of microgpt as paired NumPy forward / backward functions, in the style of llm.c.
 
-Every layer is a `*_forward(...) -> out, cache` that works on the whole (padded) batch of
-sequences at once, and a `*_backward(dout, cache, ...) -> dinp` that returns the gradient of
-its input and, like llm.c, writes its weight gradients into buffers it is handed (views of
-the engine's one flat gradient array), so no gradient is copied twice.
+Every layer is a `*_forward(inputs..., out) -> out, cache` that works on the whole (padded)
+batch of sequences at once, and a `*_backward(dout, cache, ...) -> dinp` that returns the
+gradient of its input and, like llm.c, writes its weight gradients into buffers it is handed
+(views of the engine's one flat gradient array), so no gradient is copied twice.
 
 Shape letters, used in the comment on every array line:
     B  batch (documents)            T  time (positions, <= block_size)
@@ -11,139 +11,253 @@ Shape letters, used in the comment on every array line:
     NH attention heads (n_head)     HS head size (C // NH)
     N  rows of a flattened batch (B * T)
 
-NOTE: on matrices this small NumPy's per-call overhead (about a microsecond), not the
-arithmetic, is the cost; so the code prefers fewer, fused calls (one QKV matmul, all heads
-in one batched matmul, in-place `out=` updates) over clarity where the two disagree.
+NOTE: on matrices this small NumPy's per-call overhead, not the arithmetic, is the cost: a
+(7, 16) @ (16, 48) product takes ~1.5 us through `np.dot`, ~0.4 us as `x.dot(w, out)`. So,
+as llm.c preallocates its activations, every result here goes into a buffer allocated once
+per batch shape (`out`; allocating the result costs as much as computing it), products are
+the `a.dot(b, out)` method with positional arguments (it skips np.dot's dispatch layer),
+and attention is one 2-D product for all heads at once (see attention_forward). Row sums
+are products with a square matrix of ones: (N, C) @ ones(C, C) holds each row's sum,
+repeated along the row, so what follows is a same-shape operation (NumPy broadcasting an
+(N, 1) column costs three times as much) and one BLAS call beats `np.sum` on short rows.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 # --- embedding ---------------------------------------------------------------------------------
 
 
 def embedding_forward(
-    wte: np.ndarray, wpe: np.ndarray, idx: np.ndarray
+    wte: np.ndarray, wpe: np.ndarray, idx: np.ndarray, out: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Token plus position embedding, x[b, t] = wte[idx[b, t]] + wpe[t], flattened to (N, C)."""
+    """Token plus position embedding, x[b, t] = wte[idx[b, t]] + wpe[t], into out (N, C)."""
     B, T = idx.shape
-    if B == 1:  # NOTE: same-shape addition; broadcasting costs NumPy about a microsecond more
-        return wte[idx[0]] + wpe[:T], idx  # (T, C)
-    out = wte[idx] + wpe[:T]  # (B, T, C)
-    return out.reshape(B * T, -1), idx  # (N, C)
-
-
-def embedding_backward(
-    dout: np.ndarray, cache: np.ndarray, dwte: np.ndarray, dwpe: np.ndarray, eye: np.ndarray
-) -> None:
-    """Write d loss/d wte and d loss/d wpe, given d loss/d x (N, C). `eye` is the (V, V)
-    identity (cached by the caller): a one-hot matmul scatters the rows, faster than np.add.at."""
-    idx = cache  # (B, T)
-    B, T = idx.shape
-    onehot = eye[idx.reshape(-1)]  # (N, V)
-    np.dot(onehot.T, dout, out=dwte)  # (V, C)
-    if B == 1:
-        dwpe[:T] = dout  # (T, C)
+    if B == 1:  # NOTE: same-shape addition; broadcasting over B costs NumPy more
+        wte.take(idx[0], 0, out)  # (T, C)
+        out += wpe[:T]  # (T, C)
     else:
-        np.sum(dout.reshape(B, T, -1), axis=0, out=dwpe[:T])  # (T, C)
-    dwpe[T:] = 0  # positions no sequence reached get no gradient
+        x = out.reshape(B, T, -1)  # (B, T, C) view of out
+        wte.take(idx, 0, x)  # (B, T, C)
+        x += wpe[:T]  # (B, T, C)
+    return out, idx
+
+
+def embedding_backward(dout: np.ndarray, cache: np.ndarray, dembed: np.ndarray, onehot) -> None:
+    """Write d loss/d wte and d loss/d wpe, given d loss/d x (N, C).
+
+    `dembed` (V + block_size, C) is wte's gradient with wpe's stacked below it (the two are
+    adjacent in the flat gradient array). Row n of the (N, V + block_size) `onehot` marks
+    the token idx[n] and the position V + t(n) of row n: onehot.T @ dout adds every row's
+    gradient to its token's and its position's row in one product (no np.add.at), and rows
+    of positions no sequence reached come out exactly 0. `onehot` is an EmbeddingOneHot.
+    """
+    onehot.fill(cache)  # (N, V + block_size)
+    onehot.matrix.T.dot(dout, dembed)  # (V + block_size, C)
+
+
+@dataclass
+class EmbeddingOneHot:
+    """The (N, V + block_size) one-hot matrix of embedding_backward, for one (B, T)."""
+
+    matrix: np.ndarray  # (N, V + block_size)
+    tokens: np.ndarray  # (V, V + block_size) identity, zero-padded: row v marks token v
+    positions: np.ndarray  # (N, V + block_size): row n marks position V + (n mod T)
+
+    @classmethod
+    def alloc(cls, B: int, T: int, V: int, block_size: int, dtype) -> EmbeddingOneHot:
+        width = V + block_size
+        positions = np.zeros((B, T, width), dtype)  # (B, T, V + block_size)
+        positions[:, np.arange(T), V + np.arange(T)] = 1
+        return cls(
+            matrix=np.empty((B * T, width), dtype),
+            tokens=np.eye(V, width, dtype=dtype),
+            positions=positions.reshape(B * T, width),
+        )
+
+    def fill(self, idx: np.ndarray) -> None:
+        self.tokens.take(idx.reshape(-1), 0, self.matrix)  # (N, V + block_size)
+        self.matrix += self.positions  # (N, V + block_size)
 
 
 # --- rmsnorm -----------------------------------------------------------------------------------
 
-# Row-wise dot products in one call (NumPy >= 2 has the vecdot ufunc; einsum elsewhere).
-rowdot = getattr(np, "vecdot", None) or (lambda a, b: np.einsum("...i,...i->...", a, b))
 
+def rmsnorm_forward(
+    x: np.ndarray, out: np.ndarray, rms: np.ndarray, avg: np.ndarray
+) -> tuple[np.ndarray, tuple]:
+    """out = x / sqrt(mean(x^2) + 1e-5) over the last axis, the original's rmsnorm (no gain).
 
-def rmsnorm_forward(x: np.ndarray) -> tuple[np.ndarray, tuple]:
-    """y = x * (mean(x^2) + 1e-5) ** -0.5 over the last axis, the original's rmsnorm (no gain)."""
-    C = x.shape[-1]
-    scale = ((rowdot(x, x) / C + 1e-5) ** -0.5)[:, None]  # (N, 1)
-    out = x * scale  # (N, C)
-    return out, (out, scale)
-
-
-def rmsnorm_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
-    """dx = s * (dy - y * mean(dy * y)), from y = x * s, s = (mean(x^2) + eps)^-1/2.
-
-    (The textbook s * dy - x * s^3 / C * sum(dy * x), written with y = x * s: fewer calls.)
+    Writes out (N, C) and rms (N, C), each row's divisor repeated along the row; `avg` is
+    the (C, C) matrix of 1/C, so that x^2 @ avg holds each row's mean. (The reference
+    multiplies by (ms + 1e-5) ** -0.5; dividing by the square root is the same number to a
+    rounding.)
     """
-    y, scale = cache  # (N, C), (N, 1)
-    C = y.shape[-1]
-    dx = dout - y * (rowdot(dout, y) / C)[:, None]  # (N, C)
-    dx *= scale  # (N, C)
+    np.multiply(x, x, out)  # (N, C) squares, out as scratch
+    out.dot(avg, rms)  # (N, C) mean of squares
+    rms += 1e-5  # (N, C)
+    np.sqrt(rms, rms)  # (N, C)
+    np.divide(x, rms, out)  # (N, C)
+    return out, (out, rms, avg)
+
+
+def rmsnorm_backward(
+    dout: np.ndarray, cache: tuple, dx: np.ndarray, tmp: np.ndarray
+) -> np.ndarray:
+    """dx = (dy - y * mean(dy * y)) / rms, from y = x / rms, rms = sqrt(mean(x^2) + eps).
+
+    (The textbook dy / rms - x / rms^3 * mean(dy * x), written with y: fewer calls.)
+    Writes and returns dx (N, C); tmp (N, C) is scratch.
+    """
+    y, rms, avg = cache  # (N, C), (N, C), (C, C)
+    np.multiply(dout, y, tmp)  # (N, C)
+    tmp.dot(avg, dx)  # (N, C) mean(dy * y), repeated along the row
+    np.multiply(dx, y, dx)  # (N, C)
+    np.subtract(dout, dx, dx)  # (N, C)
+    np.divide(dx, rms, dx)  # (N, C)
     return dx
 
 
 # --- linear (matmul, no bias) ------------------------------------------------------------------
 
 
-def linear_forward(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, tuple]:
-    """y = x @ w.T with w stored (nout, nin) as in the original's state_dict.
-
-    NOTE: np.dot, not @: for 2-D arrays they compute the same, np.dot with less overhead."""
-    out = np.dot(x, w.T)  # (N, nout)
+def linear_forward(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """out = x @ w.T with w stored (nout, nin) as in the original's state_dict."""
+    x.dot(w.T, out)  # (N, nout)
     return out, (x, w)
 
 
-def linear_backward(dout: np.ndarray, cache: tuple, dw: np.ndarray) -> np.ndarray:
-    """Write d loss/d w into `dw` (nout, nin); return d loss/d x."""
+def linear_backward(dout: np.ndarray, cache: tuple, dw: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    """Write d loss/d w into `dw` (nout, nin) and d loss/d x into `dx` (N, nin); return dx."""
     x, w = cache  # (N, nin), (nout, nin)
-    np.dot(dout.T, x, out=dw)  # (nout, nin)
-    return np.dot(dout, w)  # (N, nin)
+    dout.T.dot(x, dw)  # (nout, nin)
+    dout.dot(w, dx)  # (N, nin)
+    return dx
 
 
 # --- causal multi-head self-attention -----------------------------------------------------------
 
 
-def causal_mask(B: int, n_head: int, T: int, dtype) -> np.ndarray:
-    """(B, NH, T, T) additive mask: 0 where s <= t, -inf where s > t (the future).
+def diagonal_blocks(a: np.ndarray, n: int) -> np.ndarray:
+    """A writable view (..., n, R / n, S / n) of the n diagonal blocks of a (..., R, S)."""
+    *lead, R, S = a.shape
+    *lead_strides, sr, ss = a.strides
+    r, s = R // n, S // n
+    return as_strided(a, (*lead, n, r, s), (*lead_strides, r * sr + s * ss, sr, ss))
 
-    Materialised at the full shape of the attention scores because adding a broadcast (T, T)
-    costs NumPy more than the addition itself; callers cache it per shape."""
+
+def causal_mask(T: int, n_head: int, dtype) -> np.ndarray:
+    """(T, NH * T) additive mask for the scores of attention_forward: entry [t, h * T + s] is
+    0 where s <= t, -inf where s > t (the future)."""
     mask = np.triu(np.full((T, T), -np.inf, dtype=dtype), k=1)  # (T, T)
-    return np.ascontiguousarray(np.broadcast_to(mask, (B, n_head, T, T)))  # (B, NH, T, T)
+    return np.ascontiguousarray(np.tile(mask, (1, n_head)))  # (T, NH * T)
 
 
-def attention_forward(
-    qkv: np.ndarray, B: int, T: int, n_head: int, mask: np.ndarray
-) -> tuple[np.ndarray, tuple]:
+class Attention:
+    """One layer's attention buffers for one batch shape (B, T), and views into them.
+
+    The trick that makes all heads one product: K, a (C, NH * T) matrix that is zero except
+    its diagonal blocks, block h = head h's keys transposed (HS, T). Then q @ K (T, NH * T)
+    holds every head's scores side by side (q's head-h columns only meet block h), and with
+    V (NH * T, C), block h = head h's values (T, HS), probabilities @ V is every head's output
+    already concatenated. The zeros cost NH times the multiply-adds, nothing on sizes where
+    NumPy's per-call overhead is the cost. With B > 1 every array gains a leading B axis.
+    """
+
+    def __init__(self, B: int, T: int, C: int, n_head: int, dtype):
+        NH, HS, N = n_head, C // n_head, B * T
+        lead = (B,) if B > 1 else ()  # one sequence: plain 2-D arrays, 2-D products
+        self.scale = HS**-0.5  # the original divides each dot product by head_dim**0.5
+        self.matmul = np.matmul if B > 1 else np.ndarray.dot
+        self.qkv = np.empty((N, 3 * C), dtype)  # (N, 3C) the input: q, k, v side by side
+        self.out = np.empty((N, C), dtype)  # (N, C) the output, heads concatenated
+        self.att = np.empty((*lead, T, NH * T), dtype)  # scores, then probabilities
+        self.keys = np.zeros((*lead, C, NH * T), dtype)  # K, block-diagonal
+        self.values = np.zeros((*lead, NH * T, C), dtype)  # V, block-diagonal
+        self.mask = causal_mask(T, NH, dtype)  # (T, NH * T)
+        self.ones = np.ones((T, T), dtype)  # (T, T) row sums, repeated along the row
+        self.rowsum = np.empty((N * NH, T), dtype)  # (N * NH, T)
+        self.rowmax = np.empty((N * NH, T), dtype)  # (N * NH, T)
+        # views: the sequences' q, k, v in qkv; the diagonal blocks of K and V
+        qkv = self.qkv.reshape(*lead, T, 3, NH, HS)  # (B, T, 3, NH, HS)
+        self.q = qkv[..., 0, :, :].reshape(*lead, T, C)  # (B, T, C)
+        self.k = np.moveaxis(qkv[..., 1, :, :], -3, -1)  # (B, NH, HS, T)
+        self.v = np.moveaxis(qkv[..., 2, :, :], -3, -2)  # (B, NH, T, HS)
+        self.keys_diag = diagonal_blocks(self.keys, NH)  # (B, NH, HS, T)
+        self.values_diag = diagonal_blocks(self.values, NH)  # (B, NH, T, HS)
+        self.att_rows = self.att.reshape(N * NH, T)  # (N * NH, T) one row per query and head
+        self.out_seq = self.out.reshape(*lead, T, C)  # (B, T, C)
+        # the backward's buffers, and where d q, d k, d v go in d qkv
+        self.dqkv = np.empty((N, 3 * C), dtype)  # (N, 3C)
+        self.datt = np.empty_like(self.att)  # (B, T, NH * T)
+        self.datt_rows = self.datt.reshape(N * NH, T)  # (N * NH, T)
+        self.scratch_rows = np.empty((N * NH, T), dtype)  # (N * NH, T)
+        self.dkeys = np.empty_like(self.keys)  # (B, C, NH * T)
+        self.dvalues = np.empty_like(self.values)  # (B, NH * T, C)
+        self.dq = np.empty((*lead, T, C), dtype)  # (B, T, C)
+        dqkv = self.dqkv.reshape(*lead, T, 3, NH, HS)  # (B, T, 3, NH, HS)
+        self.dq_slot = dqkv[..., 0, :, :].reshape(*lead, T, C)  # (B, T, C) strided view
+        self.dk_slot = np.moveaxis(dqkv[..., 1, :, :], -3, -1)  # (B, NH, HS, T)
+        self.dv_slot = np.moveaxis(dqkv[..., 2, :, :], -3, -2)  # (B, NH, T, HS)
+        self.dkeys_diag = diagonal_blocks(self.dkeys, NH)  # (B, NH, HS, T)
+        self.dvalues_diag = diagonal_blocks(self.dvalues, NH)  # (B, NH, T, HS)
+        self.keys_t = np.swapaxes(self.keys, -1, -2)  # (B, NH * T, C)
+        self.values_t = np.swapaxes(self.values, -1, -2)  # (B, C, NH * T)
+        self.att_t = np.swapaxes(self.att, -1, -2)  # (B, NH * T, T)
+        self.q_t = np.swapaxes(self.q, -1, -2)  # (B, C, T)
+
+    def probabilities(self) -> np.ndarray:
+        """The last forward's attention weights, (B, NH, T, T) (a copy)."""
+        T = self.att.shape[-2]
+        att = self.att.reshape(-1, T, self.att.shape[-1] // T, T)  # (B, T, NH, T)
+        return att.transpose(0, 2, 1, 3).copy()  # (B, NH, T, T)
+
+
+def attention_forward(qkv: np.ndarray, buf: Attention) -> tuple[np.ndarray, Attention]:
     """softmax(q k^T / sqrt(HS) + mask) v for every head at once; heads concatenated.
 
-    qkv holds q, k and v side by side (the three matmuls fused into one); `mask` is
-    causal_mask(B, n_head, T). Position t sees positions s <= t, as the original's growing
-    KV cache does; padding sits after every real token, so no real position ever sees it.
+    `qkv` must be buf.qkv (N, 3C): q, k and v side by side, written by the fused QKV linear.
+    Position t sees positions s <= t, as the original's growing KV cache does; padding sits
+    after every real token, so no real position ever sees it. Returns buf.out (N, C).
     """
-    C = qkv.shape[-1] // 3
-    HS = C // n_head
-    q, k, v = qkv.reshape(B, T, 3, n_head, HS).transpose(2, 0, 3, 1, 4)  # 3 x (B, NH, T, HS)
-    att = q @ k.transpose(0, 1, 3, 2)  # (B, NH, T, T)
-    att /= HS**0.5  # the original divides each dot product by head_dim**0.5
-    att += mask  # (B, NH, T, T)
-    att -= np.maximum.reduce(att, axis=-1, keepdims=True)  # (B, NH, T, T)
-    np.exp(att, out=att)  # (B, NH, T, T)
-    att /= np.add.reduce(att, axis=-1, keepdims=True)  # (B, NH, T, T)
-    y = att @ v  # (B, NH, T, HS)
-    out = y.transpose(0, 2, 1, 3).reshape(B * T, C)  # (N, C)
-    return out, (q, k, v, att)
+    assert qkv is buf.qkv, "attention reads its input through views of buf.qkv"
+    buf.keys_diag[...] = buf.k  # (B, NH, HS, T) into K's blocks
+    buf.values_diag[...] = buf.v  # (B, NH, T, HS) into V's blocks
+    att, rows = buf.att, buf.att_rows
+    buf.matmul(buf.q, buf.keys, att)  # (B, T, NH * T) q . k, every head
+    att *= buf.scale  # the original divides each dot product by head_dim**0.5
+    att += buf.mask  # (B, T, NH * T)
+    np.maximum.reduce(rows, 1, None, None, True).dot(buf.ones[:1], buf.rowmax)  # (N * NH, T)
+    np.subtract(rows, buf.rowmax, rows)  # (N * NH, T)
+    np.exp(rows, rows)  # (N * NH, T)
+    rows.dot(buf.ones, buf.rowsum)  # (N * NH, T)
+    np.divide(rows, buf.rowsum, rows)  # (N * NH, T)
+    buf.matmul(att, buf.values, buf.out_seq)  # (B, T, C)
+    return buf.out, buf
 
 
-def attention_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
-    """d loss/d qkv, laid out as attention_forward's input."""
-    q, k, v, att = cache  # 3 x (B, NH, T, HS), (B, NH, T, T)
-    B, NH, T, HS = q.shape
-    dy = dout.reshape(B, T, NH, HS).transpose(0, 2, 1, 3)  # (B, NH, T, HS)
-    dqkv = np.empty((3, B, NH, T, HS), dtype=dout.dtype)  # (3, B, NH, T, HS)
-    np.matmul(att.transpose(0, 1, 3, 2), dy, out=dqkv[2])  # dv: (B, NH, T, HS)
-    datt = dy @ v.transpose(0, 1, 3, 2)  # (B, NH, T, T)
-    # softmax backward: d logit = a * (d a - sum(d a * a)); masked entries have a = 0
-    datt -= rowdot(datt, att)[..., None]  # (B, NH, T, T)
-    datt *= att  # (B, NH, T, T)
-    datt /= HS**0.5  # (B, NH, T, T)
-    np.matmul(datt, k, out=dqkv[0])  # dq: (B, NH, T, HS)
-    np.matmul(datt.transpose(0, 1, 3, 2), q, out=dqkv[1])  # dk: (B, NH, T, HS)
-    return dqkv.transpose(1, 3, 0, 2, 4).reshape(B * T, 3 * NH * HS)  # (N, 3C)
+def attention_backward(dout: np.ndarray, buf: Attention) -> np.ndarray:
+    """d loss/d qkv (N, 3C), laid out as attention_forward's input (buf.dqkv)."""
+    dy = dout.reshape(buf.out_seq.shape)  # (B, T, C)
+    datt, rows = buf.datt, buf.datt_rows
+    buf.matmul(dy, buf.values_t, datt)  # (B, T, NH * T)
+    buf.matmul(buf.att_t, dy, buf.dvalues)  # (B, NH * T, C) only its diagonal blocks matter
+    buf.dv_slot[...] = buf.dvalues_diag  # (B, NH, T, HS)
+    # softmax backward: d score = a * (d a - sum(d a * a)); masked entries have a = 0
+    np.multiply(rows, buf.att_rows, buf.scratch_rows)  # (N * NH, T)
+    buf.scratch_rows.dot(buf.ones, buf.rowsum)  # (N * NH, T) sum(d a * a), repeated
+    np.subtract(rows, buf.rowsum, rows)  # (N * NH, T)
+    np.multiply(datt, buf.att, datt)  # (B, T, NH * T)
+    datt *= buf.scale  # (B, T, NH * T) d (q . k)
+    buf.matmul(datt, buf.keys_t, buf.dq)  # (B, T, C)
+    buf.dq_slot[...] = buf.dq  # (B, T, C)
+    buf.matmul(buf.q_t, datt, buf.dkeys)  # (B, C, NH * T) only its diagonal blocks matter
+    buf.dk_slot[...] = buf.dkeys_diag  # (B, NH, HS, T)
+    return buf.dqkv
 
 
 def attention_decode(
@@ -172,46 +286,55 @@ def attention_decode(
 # --- ReLU and ReLU squared ---------------------------------------------------------------------
 
 
-def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """max(x, 0), the final revision's MLP nonlinearity."""
-    out = np.maximum(x, 0)  # (N, 4C)
-    return out, x
+def relu_forward(x: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """max(x, 0), the final revision's MLP nonlinearity. `out` may be x itself."""
+    np.maximum(x, 0.0, out=out)  # (N, 4C)
+    return out, out
 
 
 def relu_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
-    x = cache  # (N, 4C)
-    # the original's relu passes gradient where x > 0 (float(x > 0)), none at exactly 0
-    dout *= x > 0  # (N, 4C)
+    """In place on dout. The original's relu passes gradient where x > 0 (float(x > 0)),
+    none at exactly 0; the output is > 0 exactly there."""
+    out = cache  # (N, 4C)
+    # NOTE: sign(out) is the same 0/1 mask as out > 0 (out >= 0), and multiplying by a
+    # float array is twice as fast as by a bool one (no casting loop)
+    dout *= np.sign(out)  # (N, 4C)
     return dout
 
 
-def relu2_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """relu(x) ** 2, the first revision's MLP nonlinearity."""
-    r = np.maximum(x, 0)  # (N, 4C)
-    return r * r, r
+def relu2_forward(x: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """relu(x) ** 2, the first revision's MLP nonlinearity. NOTE: overwrites x with relu(x)
+    (the backward's cache), so `out` must be another buffer."""
+    np.maximum(x, 0.0, out=x)  # (N, 4C)
+    np.multiply(x, x, out)  # (N, 4C)
+    return out, x
 
 
 def relu2_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
-    r = cache  # (N, 4C), zero wherever x <= 0, so it also masks the gradient
-    return dout * (r + r)  # (N, 4C)
+    """In place on dout: d relu(x)^2 = 2 relu(x), zero wherever x <= 0."""
+    r = cache  # (N, 4C)
+    dout *= r  # (N, 4C)
+    dout *= 2  # (N, 4C)
+    return dout
 
 
 # --- softmax cross-entropy ---------------------------------------------------------------------
 
 
 def crossentropy_forward(
-    logits: np.ndarray, rows: np.ndarray, targets: np.ndarray
+    logits: np.ndarray, rows: np.ndarray, targets: np.ndarray, ones: np.ndarray
 ) -> tuple[float, tuple]:
     """Mean of -log softmax(logits)[target] over the scored rows (padding is not scored).
 
-    logits (N, V); rows (n,) indexes the N rows that predict a real token, targets (n,) says
-    which token.
+    logits (N, V), overwritten with the probabilities; rows (n,) indexes the N rows that
+    predict a real token, targets (n,) says which token; ones is the (V, V) matrix of ones.
     """
-    probs = logits - np.maximum.reduce(logits, axis=-1, keepdims=True)  # (N, V)
-    np.exp(probs, out=probs)  # (N, V)
-    probs /= np.add.reduce(probs, axis=-1, keepdims=True)  # (N, V)
-    # the original's (1 / n) * sum(losses), losses = -log(p): the sum negated once
-    loss = -float(np.add.reduce(np.log(probs[rows, targets]))) * (1 / len(rows))
+    probs = logits  # (N, V)
+    np.subtract(probs, np.maximum.reduce(probs, 1, None, None, True).dot(ones[:1]), probs)
+    np.exp(probs, probs)  # (N, V)
+    np.divide(probs, probs.dot(ones), probs)  # (N, V) row sums, repeated along the row
+    # the original's (1 / n) * sum(losses), losses = -log(p), summed left to right
+    loss = (1 / len(rows)) * -sum(np.log(probs[rows, targets]).tolist())
     return loss, (probs, rows, targets)
 
 

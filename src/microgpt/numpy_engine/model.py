@@ -56,11 +56,57 @@ class KVCache:
     n: int = 0  # positions decoded so far
 
 
+class LayerActivations:
+    """One layer's activations (kept for the backward) for one batch shape; N = B * T."""
+
+    def __init__(self, B: int, T: int, C: int, n_head: int, dtype):
+        N = B * T
+        self.xn1 = np.empty((N, C), dtype)  # (N, C) rmsnorm before attention
+        self.rms1 = np.empty((N, C), dtype)  # (N, C) its divisors, repeated along rows
+        self.att = L.Attention(B, T, C, n_head, dtype)  # qkv (N, 3C) in, out (N, C)
+        self.xo = np.empty((N, C), dtype)  # (N, C) after attention's residual
+        self.xn2 = np.empty((N, C), dtype)  # (N, C) rmsnorm before the MLP
+        self.rms2 = np.empty((N, C), dtype)  # (N, C)
+        self.h = np.empty((N, 4 * C), dtype)  # (N, 4C) mlp_fc1's output
+        self.a = np.empty((N, 4 * C), dtype)  # (N, 4C) the activation (relu**2 only)
+        self.out = np.empty((N, C), dtype)  # (N, C) after the MLP's residual
+
+
+class Workspace:
+    """Every buffer of one forward and backward at batch shape (B, T), allocated once and
+    reused by every step of that shape, as llm.c allocates its activations up front."""
+
+    def __init__(self, B: int, T: int, config: ModelConfig, V: int, dtype):
+        N, C = B * T, config.n_embd
+        self.x0 = np.empty((N, C), dtype)  # (N, C) token + position embedding
+        self.norm0 = np.empty((N, C), dtype)  # (N, C) its rmsnorm
+        self.rms0 = np.empty((N, C), dtype)  # (N, C)
+        self.layers = [
+            LayerActivations(B, T, C, config.n_head, dtype) for _ in range(config.n_layer)
+        ]
+        self.logits = np.empty((N, V), dtype)  # (N, V), then the probabilities
+        # the backward's scratch, shared by the layers (they run one after another)
+        self.dx = np.empty((N, C), dtype)  # (N, C) d loss/d the residual stream
+        self.dnorm = np.empty((N, C), dtype)  # (N, C) d loss/d an rmsnorm's output
+        self.dres = np.empty((N, C), dtype)  # (N, C) an rmsnorm's input gradient
+        self.dtmp = np.empty((N, C), dtype)  # (N, C) rmsnorm_backward's scratch
+        self.dy = np.empty((N, C), dtype)  # (N, C) d loss/d attention's output
+        self.dh = np.empty((N, 4 * C), dtype)  # (N, 4C) d loss/d the MLP's hidden layer
+        self.onehot = L.EmbeddingOneHot.alloc(B, T, V, config.block_size, dtype)
+        self.nbytes = sum(
+            a.nbytes for obj in (self, *self.layers, *(la.att for la in self.layers), self.onehot)
+            for a in vars(obj).values() if isinstance(a, np.ndarray)
+        )  # fmt: skip
+
+
 class NumpyEngine(Engine):
     """The reference model, vectorised with NumPy: float64 for parity, float32 for speed."""
 
     name = "numpy"
     dtypes = ("float64", "float32")
+    # Workspaces are kept per batch shape; past this many bytes in all they are dropped and
+    # made again (an evaluation over documents of every length makes many shapes).
+    WORKSPACE_BYTES = 256 * 2**20
 
     def __init__(
         self,
@@ -96,15 +142,24 @@ class NumpyEngine(Engine):
         self.v = np.zeros(size, dtype=self.np_dtype)  # Adam second moment
         self._tmp = np.empty(size, dtype=self.np_dtype)  # Adam scratch
         self._tmp2 = np.empty(size, dtype=self.np_dtype)
+        # NOTE: the original zeroes the gradients after each update; here every backward
+        # overwrites all of them, so a flag stands in for the zeroing (see gradients()).
+        self._stepped = False
         for name, t in params.items():
             self._view(self.flat, name)[...] = np.frombuffer(t.data, dtype=np.float64).reshape(
                 t.shape
             )
         self.w = self._weights(self.flat)
         self.g = self._weights(self.grad)
-        V = vocab_size
-        self._eye = np.eye(V, dtype=self.np_dtype)  # (V, V) one-hot rows for scatters
-        self._masks: dict[tuple[int, int], np.ndarray] = {}  # (B, T) -> (B, NH, T, T) mask
+        # NOTE: wte and wpe are adjacent in state_dict order: one (V + block_size, C) view
+        # of their gradients lets one product write both (see L.embedding_backward).
+        assert self.offsets["wte"][1] == self.offsets["wpe"][0]
+        self._dembed = self.grad[: self.offsets["wpe"][1]].reshape(-1, config.n_embd)
+        V, C = vocab_size, config.n_embd
+        self._eye = np.eye(V, dtype=self.np_dtype)  # (V, V) one-hot rows of the targets
+        self._avg = np.full((C, C), 1 / C, dtype=self.np_dtype)  # (C, C) row means
+        self._ones_v = np.ones((V, V), dtype=self.np_dtype)  # (V, V) row sums
+        self._workspaces: dict[tuple[int, int], Workspace] = {}  # (B, T) -> buffers
         self._arange = np.arange(config.block_size)  # (block_size,)
         if config.mlp == "relu2":
             self._act_forward, self._act_backward = L.relu2_forward, L.relu2_backward
@@ -138,13 +193,15 @@ class NumpyEngine(Engine):
             blocks=blocks,
         )
 
-    def _mask(self, B: int, T: int) -> np.ndarray:
-        mask = self._masks.get((B, T))
-        if mask is None:
-            if len(self._masks) > 64:  # batches of many shapes (evaluation): keep it bounded
-                self._masks.clear()
-            mask = self._masks[B, T] = L.causal_mask(B, self.config.n_head, T, self.np_dtype)
-        return mask
+    def _workspace(self, B: int, T: int) -> Workspace:
+        ws = self._workspaces.get((B, T))
+        if ws is None:
+            ws = Workspace(B, T, self.config, self.vocab_size, self.np_dtype)
+            kept = sum(w.nbytes for w in self._workspaces.values())
+            if kept + ws.nbytes > self.WORKSPACE_BYTES:
+                self._workspaces.clear()
+            self._workspaces[B, T] = ws
+        return ws
 
     # --- batches ------------------------------------------------------------------------------
     def _prepare(self, batch: list[list[int]]):
@@ -180,83 +237,85 @@ class NumpyEngine(Engine):
         )
 
     # --- the model ------------------------------------------------------------------------------
-    def _forward(self, idx: np.ndarray, T: int, attn_out: list | None = None):
-        """Logits (B*T, V) for input ids idx (B, T), and every layer's cache for backward."""
-        w, NH = self.w, self.config.n_head
-        B = idx.shape[0]
-        mask = self._mask(B, T)  # (B, NH, T, T)
-        x, emb_cache = L.embedding_forward(w.wte, w.wpe, idx)  # (N, C)
-        x, norm0 = L.rmsnorm_forward(x)  # (N, C)
+    def _forward(self, idx: np.ndarray, T: int):
+        """Logits (B*T, V) for input ids idx (B, T), and every layer's cache for backward.
+        The logits are the workspace's buffer: valid until the next call of this shape."""
+        w, avg = self.w, self._avg
+        ws = self._workspace(idx.shape[0], T)
+        x, emb_cache = L.embedding_forward(w.wte, w.wpe, idx, ws.x0)  # (N, C)
+        x, norm0 = L.rmsnorm_forward(x, ws.norm0, ws.rms0, avg)  # (N, C)
         caches = []
-        for blk in w.blocks:
+        for blk, act in zip(w.blocks, ws.layers, strict=True):
             # 1) multi-head attention
-            xn, c_n1 = L.rmsnorm_forward(x)  # (N, C)
-            qkv, c_qkv = L.linear_forward(xn, blk.wqkv)  # (N, 3C)
-            y, c_att = L.attention_forward(qkv, B, T, NH, mask)  # (N, C)
-            if attn_out is not None:
-                attn_out.append(c_att[3])  # (B, NH, T, T)
-            xo, c_o = L.linear_forward(y, blk.wo)  # (N, C)
+            xn, c_n1 = L.rmsnorm_forward(x, act.xn1, act.rms1, avg)  # (N, C)
+            qkv, c_qkv = L.linear_forward(xn, blk.wqkv, act.att.qkv)  # (N, 3C)
+            y, c_att = L.attention_forward(qkv, act.att)  # (N, C)
+            xo, c_o = L.linear_forward(y, blk.wo, act.xo)  # (N, C)
             xo += x  # residual: (N, C)
             # 2) MLP
-            xn, c_n2 = L.rmsnorm_forward(xo)  # (N, C)
-            h, c_fc1 = L.linear_forward(xn, blk.fc1)  # (N, 4C)
-            a, c_act = self._act_forward(h)  # (N, 4C)
-            x, c_fc2 = L.linear_forward(a, blk.fc2)  # (N, C)
+            xn, c_n2 = L.rmsnorm_forward(xo, act.xn2, act.rms2, avg)  # (N, C)
+            h, c_fc1 = L.linear_forward(xn, blk.fc1, act.h)  # (N, 4C)
+            a, c_act = self._act_forward(h, act.a if self.config.mlp == "relu2" else h)
+            x, c_fc2 = L.linear_forward(a, blk.fc2, act.out)  # (N, C)
             x += xo  # residual: (N, C)
             caches.append((c_n1, c_qkv, c_att, c_o, c_n2, c_fc1, c_act, c_fc2))
-        logits, c_lm = L.linear_forward(x, w.lm_head)  # (N, V)
-        return logits, (emb_cache, norm0, caches, c_lm)
+        logits, c_lm = L.linear_forward(x, w.lm_head, ws.logits)  # (N, V)
+        return logits, (ws, emb_cache, norm0, caches, c_lm)
 
     def _backward(self, dlogits: np.ndarray, cache) -> None:
         """Write every gradient into self.grad, given d loss/d logits (N, V)."""
         g = self.g
-        emb_cache, norm0, caches, c_lm = cache
-        dx = L.linear_backward(dlogits, c_lm, g.lm_head)  # (N, C)
+        ws, emb_cache, norm0, caches, c_lm = cache
+        dx = L.linear_backward(dlogits, c_lm, g.lm_head, ws.dx)  # (N, C)
         for gblk, (c_n1, c_qkv, c_att, c_o, c_n2, c_fc1, c_act, c_fc2) in zip(
             reversed(g.blocks), reversed(caches), strict=True
         ):
             # 2) MLP: dx reaches the block's input both through the residual and the MLP
-            da = L.linear_backward(dx, c_fc2, gblk.fc2)  # (N, 4C)
+            da = L.linear_backward(dx, c_fc2, gblk.fc2, ws.dh)  # (N, 4C)
             dh = self._act_backward(da, c_act)  # (N, 4C)
-            dxn = L.linear_backward(dh, c_fc1, gblk.fc1)  # (N, C)
-            dx += L.rmsnorm_backward(dxn, c_n2)  # (N, C)
+            dxn = L.linear_backward(dh, c_fc1, gblk.fc1, ws.dnorm)  # (N, C)
+            dx += L.rmsnorm_backward(dxn, c_n2, ws.dres, ws.dtmp)  # (N, C)
             # 1) attention
-            dy = L.linear_backward(dx, c_o, gblk.wo)  # (N, C)
+            dy = L.linear_backward(dx, c_o, gblk.wo, ws.dy)  # (N, C)
             dqkv = L.attention_backward(dy, c_att)  # (N, 3C)
-            dxn = L.linear_backward(dqkv, c_qkv, gblk.wqkv)  # (N, C)
-            dx += L.rmsnorm_backward(dxn, c_n1)  # (N, C)
-        dx = L.rmsnorm_backward(dx, norm0)  # (N, C)
-        L.embedding_backward(dx, emb_cache, g.wte, g.wpe, self._eye)
+            dxn = L.linear_backward(dqkv, c_qkv, gblk.wqkv, ws.dnorm)  # (N, C)
+            dx += L.rmsnorm_backward(dxn, c_n1, ws.dres, ws.dtmp)  # (N, C)
+        dx = L.rmsnorm_backward(dx, norm0, ws.dres, ws.dtmp)  # (N, C)
+        L.embedding_backward(dx, emb_cache, self._dembed, ws.onehot)
 
     # --- training -----------------------------------------------------------------------------
     def forward_backward(self, batch: list[list[int]]) -> float:
         idx, T, rows, targets, weight = self._prepare(batch)
         logits, cache = self._forward(idx, T)  # (N, V)
-        loss, ce_cache = L.crossentropy_forward(logits, rows, targets)
+        self._stepped = False
+        loss, ce_cache = L.crossentropy_forward(logits, rows, targets, self._ones_v)
         self._backward(L.crossentropy_backward(ce_cache, weight, self._eye), cache)
         return loss
 
     def adam_step(self, lr: float, t: int) -> None:
         """The reference's per-element Adam on the whole flat buffer at once:
         m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
-        p -= lr * (m / (1 - b1^t)) / ((v / (1 - b2^t)) ** 0.5 + eps)."""
+        p -= lr * (m / (1 - b1^t)) / ((v / (1 - b2^t)) ** 0.5 + eps).
+
+        NOTE: dividing by the bias corrections is written as multiplying by their inverses
+        (lr folded in): the same numbers to a rounding, two array operations fewer.
+        """
         b1, b2, eps = self.optim.beta1, self.optim.beta2, self.optim.eps_adam
         m, v, g, tmp, tmp2 = self.m, self.v, self.grad, self._tmp, self._tmp2
         m *= b1
-        np.multiply(g, 1 - b1, out=tmp)
+        np.multiply(g, 1 - b1, tmp)
         m += tmp  # m = b1 * m + (1 - b1) * g
         v *= b2
-        np.multiply(g, g, out=tmp)
+        np.multiply(g, g, tmp)
         tmp *= 1 - b2
         v += tmp  # v = b2 * v + (1 - b2) * g**2
-        np.divide(m, 1 - b1**t, out=tmp)  # m_hat
-        tmp *= lr  # lr * m_hat
-        np.divide(v, 1 - b2**t, out=tmp2)  # v_hat
-        np.sqrt(tmp2, out=tmp2)
+        np.multiply(v, 1 / (1 - b2**t), tmp2)  # v_hat
+        np.sqrt(tmp2, tmp2)
         tmp2 += eps
+        np.multiply(m, lr / (1 - b1**t), tmp)  # lr * m_hat
         tmp /= tmp2
         self.flat -= tmp
-        g.fill(0)  # the original zeroes every grad after the update
+        self._stepped = True
 
     # --- state ------------------------------------------------------------------------------
     def _tensors(self, buf: np.ndarray) -> dict[str, Tensor]:
@@ -278,6 +337,8 @@ class NumpyEngine(Engine):
         return self._tensors(self.flat)
 
     def gradients(self) -> dict[str, Tensor]:
+        if self._stepped:  # the original zeroes every gradient after the update
+            return self._tensors(np.zeros_like(self.grad))
         return self._tensors(self.grad)
 
     def optimizer_state(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -298,22 +359,21 @@ class NumpyEngine(Engine):
     def loss(self, batch: list[list[int]]) -> float:
         idx, T, rows, targets, _ = self._prepare(batch)
         logits, _ = self._forward(idx, T)  # (N, V)
-        loss, _ = L.crossentropy_forward(logits, rows, targets)
+        loss, _ = L.crossentropy_forward(logits, rows, targets, self._ones_v)
         return loss
 
     def attention(self, tokens: list[int]) -> list[list[list[list[float]]]]:
         T = len(tokens)
         if not 1 <= T <= self.config.block_size:
             self._bad_length(T)
-        atts: list[np.ndarray] = []
-        self._forward(np.array(tokens)[None, :], T, attn_out=atts)
+        _, (ws, *_) = self._forward(np.array(tokens)[None, :], T)
         # row t keeps positions s <= t only, as the reference reports it
         return [
             [
                 [row[: t + 1] for t, row in enumerate(head.astype(np.float64).tolist())]
-                for head in att[0]
+                for head in act.att.probabilities()[0]
             ]
-            for att in atts
+            for act in ws.layers
         ]
 
     def new_cache(self) -> KVCache:
@@ -325,20 +385,22 @@ class NumpyEngine(Engine):
         n = cache.n
         if n >= self.config.block_size or not 0 <= pos_id < self.config.block_size:
             raise EngineError(f"cannot decode past block_size ({self.config.block_size}) positions")
-        w, NH = self.w, self.config.n_head
-        x = w.wte[token_id] + w.wpe[pos_id]  # (C,)
-        x, _ = L.rmsnorm_forward(x[None, :])  # (1, C)
-        for li, blk in enumerate(w.blocks):
-            xn, _ = L.rmsnorm_forward(x)  # (1, C)
-            qkv, _ = L.linear_forward(xn, blk.wqkv)  # (1, 3C)
+        w, NH, avg = self.w, self.config.n_head, self._avg
+        ws = self._workspace(1, 1)  # one position's buffers
+        x = ws.x0  # (1, C)
+        np.add(w.wte[token_id], w.wpe[pos_id], x[0])  # (C,)
+        x, _ = L.rmsnorm_forward(x, ws.norm0, ws.rms0, avg)  # (1, C)
+        for li, (blk, act) in enumerate(zip(w.blocks, ws.layers, strict=True)):
+            xn, _ = L.rmsnorm_forward(x, act.xn1, act.rms1, avg)  # (1, C)
+            qkv, _ = L.linear_forward(xn, blk.wqkv, act.att.qkv)  # (1, 3C)
             y, _ = L.attention_decode(qkv, cache.k[li], cache.v[li], n, NH)  # (1, C)
-            xo, _ = L.linear_forward(y, blk.wo)  # (1, C)
+            xo, _ = L.linear_forward(y, blk.wo, act.xo)  # (1, C)
             xo += x  # (1, C)
-            xn, _ = L.rmsnorm_forward(xo)  # (1, C)
-            h, _ = L.linear_forward(xn, blk.fc1)  # (1, 4C)
-            a, _ = self._act_forward(h)  # (1, 4C)
-            x, _ = L.linear_forward(a, blk.fc2)  # (1, C)
+            xn, _ = L.rmsnorm_forward(xo, act.xn2, act.rms2, avg)  # (1, C)
+            h, _ = L.linear_forward(xn, blk.fc1, act.h)  # (1, 4C)
+            a, _ = self._act_forward(h, act.a if self.config.mlp == "relu2" else h)  # (1, 4C)
+            x, _ = L.linear_forward(a, blk.fc2, act.out)  # (1, C)
             x += xo  # (1, C)
-        logits, _ = L.linear_forward(x, w.lm_head)  # (1, V)
+        logits, _ = L.linear_forward(x, w.lm_head, ws.logits)  # (1, V)
         cache.n = n + 1
         return logits[0].tolist()
