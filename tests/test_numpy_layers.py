@@ -75,18 +75,21 @@ def test_relu_and_relu_squared(fwd, bwd):
     assert_close(dx[1:], numeric_grad(f, x)[1:])  # (no derivative at the kink itself)
 
 
-def attention(qkv: np.ndarray, B: int, T: int, NH: int) -> tuple[np.ndarray, L.Attention]:
-    buf = L.Attention(B, T, qkv.shape[1] // 3, NH, np.float64)
+def attention(qkv: np.ndarray, B: int, T: int, NH: int, blocked=None):
+    buf = L.Attention(B, T, qkv.shape[1] // 3, NH, np.float64, blocked=blocked)
     buf.qkv[...] = qkv
     return L.attention_forward(buf.qkv, buf)
 
 
-@pytest.mark.parametrize("B,T,NH", [(1, 5, 2), (3, 4, 1), (2, 6, 4), (1, 7, 4)])
-def test_attention(B, T, NH):
+# block-diagonal attention is for one sequence (B = 1); per head for any batch
+@pytest.mark.parametrize("B,T,NH,blocked", [(1, 5, 2, True), (1, 7, 4, True), (1, 5, 2, False),
+                                            (3, 4, 1, False), (2, 6, 4, False)])  # fmt: skip
+def test_attention(B, T, NH, blocked):
     C = 8
     qkv = rng.normal(size=(B * T, 3 * C))
     R = rng.normal(size=(B * T, C))
-    out, buf = attention(qkv, B, T, NH)
+    out, buf = attention(qkv, B, T, NH, blocked)
+    assert buf.blocked == blocked
     # hand-worked oracle for every head of every sequence: softmax over s <= t of
     # q.k / sqrt(HS), weights on v
     HS = C // NH
@@ -104,26 +107,31 @@ def test_attention(B, T, NH):
                 np.testing.assert_allclose(probs[: t + 1], p, rtol=1e-12)
                 assert not probs[t + 1 :].any()  # the future gets exactly 0
     dqkv = L.attention_backward(R, buf).copy()
-    f = lambda: np.sum(R * attention(qkv, B, T, NH)[0])
+    f = lambda: np.sum(R * attention(qkv, B, T, NH, blocked)[0])
     assert_close(dqkv, numeric_grad(f, qkv))
 
 
+def test_one_short_sequence_attends_block_diagonal_the_rest_per_head():
+    T = L.Attention.BLOCKED_MAX_TC // 16
+    assert L.Attention(1, T, 16, 4, np.float64).blocked
+    assert not L.Attention(1, T + 1, 16, 4, np.float64).blocked
+    assert not L.Attention(2, T, 16, 4, np.float64).blocked
+
+
 def test_diagonal_blocks_is_a_writable_view():
-    a = np.zeros((2, 6, 9))
-    blocks = L.diagonal_blocks(a, 3)  # (2, 3, 2, 3)
-    blocks[...] = np.arange(36).reshape(2, 3, 2, 3)
-    for b in range(2):
-        for h in range(3):
-            np.testing.assert_array_equal(
-                a[b, 2 * h : 2 * h + 2, 3 * h : 3 * h + 3], np.arange(36).reshape(2, 3, 2, 3)[b, h]
-            )
-    assert np.count_nonzero(a) == 35  # everything else untouched (and one block entry is 0)
+    a = np.zeros((6, 9))
+    want = np.arange(1, 19).reshape(3, 2, 3)
+    L.diagonal_blocks(a, 3)[...] = want  # (3, 2, 3)
+    for h in range(3):
+        np.testing.assert_array_equal(a[2 * h : 2 * h + 2, 3 * h : 3 * h + 3], want[h])
+    assert np.count_nonzero(a) == 18  # everything off the blocks untouched
 
 
-def test_attention_decode_is_a_row_of_attention_forward():
+@pytest.mark.parametrize("blocked", [True, False], ids=["block-diagonal", "per-head"])
+def test_attention_decode_is_a_row_of_attention_forward(blocked):
     T, C, NH = 6, 8, 2
     qkv = rng.normal(size=(T, 3 * C))
-    full, buf = attention(qkv, 1, T, NH)
+    full, buf = attention(qkv, 1, T, NH, blocked)
     k_cache, v_cache = np.zeros((NH, T, C // NH)), np.zeros((NH, T, C // NH))
     for n in range(T):
         row, weights = L.attention_decode(qkv[n : n + 1], k_cache, v_cache, n, NH)

@@ -42,6 +42,7 @@ CONFIGS = [
     ("first", 1, 16, 4, 8),  # the first revision's shape (relu^2, zeroed wo / fc2)
     ("first", 2, 8, 2, 6),
     ("first", 2, 12, 1, 5),
+    ("final", 2, 8, 2, 40),  # T * n_embd past Attention.BLOCKED_MAX_TC: per-head attention
 ]
 
 
@@ -130,7 +131,7 @@ def test_fifty_adam_steps_match_reference(preset, B):
     assert all(not any(t.data) for t in fast.gradients().values())
 
 
-@pytest.mark.parametrize("cfg", CONFIGS[:5], ids=lambda c: "-".join(map(str, c)))
+@pytest.mark.parametrize("cfg", CONFIGS[:5] + CONFIGS[-1:], ids=lambda c: "-".join(map(str, c)))
 def test_forward_and_attention_match_reference(cfg):
     _, ref, fast = make_engines(*cfg, seed=3)
     tokens = random_batch(random.Random(1), 1, cfg[-1])[0][: cfg[-1]]
@@ -146,7 +147,7 @@ def test_forward_and_attention_match_reference(cfg):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[2], CONFIGS[5]], ids=str)
+@pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[2], CONFIGS[5], CONFIGS[-1]], ids=str)
 def test_kv_cache_decode_equals_full_forward(cfg, dtype):
     p, _, fast = make_engines(*cfg, seed=4)
     fast = NumpyEngine(fast.config, p.optim, V, fast.parameters(), dtype=dtype)

@@ -100,7 +100,7 @@ def add_bench_parser(sub) -> None:
         "--repeats",
         type=int,
         metavar="N",
-        help="runs per measurement; the minimum is reported (default 3)",
+        help="runs per measurement; the minimum is reported (default 5)",
     )
     p.add_argument(
         "--steps",
@@ -176,7 +176,7 @@ def settings_from_args(args) -> BenchSettings:
         data=data,
         large_data=Path(args.large_data) if args.large_data else data,
         large_docs=args.large_docs,
-        repeats=pick(args.repeats, 3, 1),
+        repeats=pick(args.repeats, 5, 1),
         steps=pick(args.steps, None, 20) if (args.steps is not None or quick) else None,
         ref_steps=pick(args.ref_steps, 30, 3),
         samples=pick(args.samples, 20, 3),
@@ -279,51 +279,68 @@ def run_bench(s: BenchSettings, say=print) -> dict:
     Times are wall-clock ("s_per_step") and this process's CPU time ("cpu_s_per_step"); on a
     quiet machine they agree, on a busy one the CPU time is the less disturbed of the two.
     "speedup" is the first row's wall time per step over this row's.
+
+    NOTE: the default-workload runs of the engines take turns, round after round (ref, numpy,
+    ..., ref, numpy, ...), and each engine keeps its fastest round: a shared machine's speed
+    drifts by tens of percent over seconds, and measuring one engine's repeats after the
+    other's would put that drift into the ratio.
     """
-    rows = []
-    base = None
     for spec in s.engines:
         if spec.engine not in ENGINES:
             raise ConfigError(
                 f"unknown engine {spec.engine!r} in --engines; choose from {', '.join(ENGINES)}"
             )
+    rows, live = [], []  # every row; the (spec, row) pairs whose engine loads here
     for spec in s.engines:
-        engine_name, dtype, label = spec.engine, spec.dtype, spec.label
-        row: dict = {"engine": engine_name, "dtype": dtype}
+        row: dict = {"engine": spec.engine, "dtype": spec.dtype}
         if spec.device:
             row["device"] = spec.device
         rows.append(row)
         try:
-            engine_cls = load_engine(engine_name)
+            engine_cls = load_engine(spec.engine)
             limit_torch_threads()
             # a throwaway 1-weight-matrix model: checks the dtype and the device up front
             probe = ModelConfig(n_layer=1, n_embd=4, n_head=1, block_size=2)
             rng = random.Random(0)
             engine_cls(probe, get_preset("final").optim, 2, init_params(probe, 2, rng),
-                       dtype=dtype, **spec.kwargs)  # fmt: skip
+                       dtype=spec.dtype, **spec.kwargs)  # fmt: skip
         except EngineError as e:  # e.g. torch not installed, no GPU: report it, measure the rest
             row["skipped"] = str(e)
-            say(f"  {label}: skipped ({e})")
+            say(f"  {spec.label}: skipped ({e})")
             continue
-        slow = engine_name in SLOW_ENGINES
-        say(f"  {label}: training the default run ...")
-        steps = s.ref_steps if slow else s.steps
-        check_step = s.ref_steps if steps is None else min(s.ref_steps, steps)
-        (wall, cpu), n, tokens, check_loss, last_loss, trainer = time_training(
-            spec, s.data, None, 1, steps, check_step, s.repeats
-        )
+        live.append((spec, row))
+
+    # 1) the default workload, the engines taking turns
+    def check_step(spec: BenchRow) -> tuple[int | None, int]:
+        """(steps to train, the step whose loss is reported beside every engine's)."""
+        steps = s.ref_steps if spec.engine in SLOW_ENGINES else s.steps
+        return steps, s.ref_steps if steps is None else min(s.ref_steps, steps)
+
+    runs: dict[int, tuple] = {}  # row index -> (best (wall, cpu), steps, tokens, losses, trainer)
+    for r in range(s.repeats):
+        for i, (spec, _) in enumerate(live):
+            say(f"  {spec.label}: training the default run (round {r + 1} of {s.repeats}) ...")
+            times, *rest = time_training(spec, s.data, None, 1, *check_step(spec), 1)
+            if i in runs:
+                best = runs[i][0]
+                times = (min(best[0], times[0]), min(best[1], times[1]))
+            runs[i] = (times, *rest)
+    base = None
+    for i, (spec, row) in enumerate(live):
+        (wall, cpu), n, tokens, check_loss, last_loss, trainer = runs[i]
         base = base or (wall / n, cpu / n)
         row["train"] = {
             "steps": n,
             "s_per_step": wall / n,
             "cpu_s_per_step": cpu / n,
             "tokens_per_s": tokens / wall,
-            "loss_at_step": {"step": check_step, "loss": check_loss},
+            "loss_at_step": {"step": check_step(spec)[1], "loss": check_loss},
             "final_loss": last_loss,
             "speedup": base[0] / (wall / n),
             "cpu_speedup": base[1] / (cpu / n),
         }
-        say(f"  {label}: sampling ...")
+        # 2) sampling and 3) the larger config, one engine after the other
+        say(f"  {spec.label}: sampling ...")
         dec_tokens, (wall, cpu) = time_sampling(trainer, s.samples, s.repeats)
         row["sample"] = {
             "tokens": dec_tokens,
@@ -331,8 +348,8 @@ def run_bench(s: BenchSettings, say=print) -> dict:
             "cpu_tokens_per_s": dec_tokens / cpu,
         }
         row["large"] = None  # the slow engines would take hours: not measured
-        if not slow:
-            say(f"  {label}: training the larger config ...")
+        if spec.engine not in SLOW_ENGINES:
+            say(f"  {spec.label}: training the larger config ...")
             (wall, cpu), n, tokens, _, last_loss, _ = time_training(
                 spec, s.large_data, LARGE_MODEL, LARGE_BATCH, s.large_steps, 0,
                 s.repeats, doc_mode=s.large_docs, learning_rate=LARGE_LEARNING_RATE,
