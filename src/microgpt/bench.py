@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import os
 import platform
 import random
@@ -273,17 +274,59 @@ def time_sampling(trainer, samples: int, repeats: int) -> tuple[int, tuple[float
     return tokens, best
 
 
+def in_fresh_process(fn, *args):
+    """fn(*args), computed in a new Python interpreter; its result comes back here.
+
+    NOTE: every measurement runs in a process of its own, as `microgpt train --engine X`
+    would: the reference engine makes ~10^5 Python objects per step, Python's garbage
+    collector walks every object alive in the process, and with torch imported (170,000
+    objects more) the same reference step takes twice as long. A fresh process keeps one
+    engine's libraries from slowing another engine down.
+    """
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def measure_default_run(spec: BenchRow, s: BenchSettings, steps, check_step: int) -> tuple:
+    """One timed run of the default workload: ((wall, cpu), steps, tokens, losses)."""
+    limit_torch_threads_after_import(spec)
+    *result, _ = time_training(spec, s.data, None, 1, steps, check_step, 1)
+    return tuple(result)
+
+
+def measure_sampling_and_large(spec: BenchRow, s: BenchSettings, steps, check_step: int):
+    """Sampling speed from the model of the default run (trained again here, untimed), and
+    the larger config's training speed (None for the slow engines)."""
+    limit_torch_threads_after_import(spec)
+    *_, trainer = time_training(spec, s.data, None, 1, steps, check_step, 1)
+    sampling = time_sampling(trainer, s.samples, s.repeats)
+    if spec.engine in SLOW_ENGINES:  # the slow engines would take hours: not measured
+        return sampling, None
+    (wall, cpu), n, tokens, _, last_loss, _ = time_training(
+        spec, s.large_data, LARGE_MODEL, LARGE_BATCH, s.large_steps, 0,
+        s.repeats, doc_mode=s.large_docs, learning_rate=LARGE_LEARNING_RATE,
+    )  # fmt: skip
+    return sampling, ((wall, cpu), n, tokens, last_loss)
+
+
+def limit_torch_threads_after_import(spec: BenchRow) -> None:
+    load_engine(spec.engine)
+    limit_torch_threads()
+
+
 def run_bench(s: BenchSettings, say=print) -> dict:
     """Measure every engine row; return the JSON-ready result.
 
-    Times are wall-clock ("s_per_step") and this process's CPU time ("cpu_s_per_step"); on a
-    quiet machine they agree, on a busy one the CPU time is the less disturbed of the two.
+    Times are wall-clock ("s_per_step") and the measuring process's CPU time
+    ("cpu_s_per_step"); on a quiet machine they agree, on a busy one the CPU time is the less
+    disturbed of the two.
     "speedup" is the first row's wall time per step over this row's.
 
     NOTE: the default-workload runs of the engines take turns, round after round (ref, numpy,
     ..., ref, numpy, ...), and each engine keeps its fastest round: a shared machine's speed
     drifts by tens of percent over seconds, and measuring one engine's repeats after the
-    other's would put that drift into the ratio.
+    other's would put that drift into the ratio. Each run is a fresh process (see
+    in_fresh_process).
     """
     for spec in s.engines:
         if spec.engine not in ENGINES:
@@ -298,7 +341,6 @@ def run_bench(s: BenchSettings, say=print) -> dict:
         rows.append(row)
         try:
             engine_cls = load_engine(spec.engine)
-            limit_torch_threads()
             # a throwaway 1-weight-matrix model: checks the dtype and the device up front
             probe = ModelConfig(n_layer=1, n_embd=4, n_head=1, block_size=2)
             rng = random.Random(0)
@@ -310,24 +352,24 @@ def run_bench(s: BenchSettings, say=print) -> dict:
             continue
         live.append((spec, row))
 
-    # 1) the default workload, the engines taking turns
     def check_step(spec: BenchRow) -> tuple[int | None, int]:
         """(steps to train, the step whose loss is reported beside every engine's)."""
         steps = s.ref_steps if spec.engine in SLOW_ENGINES else s.steps
         return steps, s.ref_steps if steps is None else min(s.ref_steps, steps)
 
-    runs: dict[int, tuple] = {}  # row index -> (best (wall, cpu), steps, tokens, losses, trainer)
+    # 1) the default workload, the engines taking turns
+    runs: dict[int, tuple] = {}  # row index -> (best (wall, cpu), steps, tokens, losses)
     for r in range(s.repeats):
         for i, (spec, _) in enumerate(live):
             say(f"  {spec.label}: training the default run (round {r + 1} of {s.repeats}) ...")
-            times, *rest = time_training(spec, s.data, None, 1, *check_step(spec), 1)
+            times, *rest = in_fresh_process(measure_default_run, spec, s, *check_step(spec))
             if i in runs:
                 best = runs[i][0]
                 times = (min(best[0], times[0]), min(best[1], times[1]))
             runs[i] = (times, *rest)
     base = None
     for i, (spec, row) in enumerate(live):
-        (wall, cpu), n, tokens, check_loss, last_loss, trainer = runs[i]
+        (wall, cpu), n, tokens, check_loss, last_loss = runs[i]
         base = base or (wall / n, cpu / n)
         row["train"] = {
             "steps": n,
@@ -340,20 +382,18 @@ def run_bench(s: BenchSettings, say=print) -> dict:
             "cpu_speedup": base[1] / (cpu / n),
         }
         # 2) sampling and 3) the larger config, one engine after the other
-        say(f"  {spec.label}: sampling ...")
-        dec_tokens, (wall, cpu) = time_sampling(trainer, s.samples, s.repeats)
+        say(f"  {spec.label}: sampling and training the larger config ...")
+        (dec_tokens, (wall, cpu)), large = in_fresh_process(
+            measure_sampling_and_large, spec, s, *check_step(spec)
+        )
         row["sample"] = {
             "tokens": dec_tokens,
             "tokens_per_s": dec_tokens / wall,
             "cpu_tokens_per_s": dec_tokens / cpu,
         }
-        row["large"] = None  # the slow engines would take hours: not measured
-        if spec.engine not in SLOW_ENGINES:
-            say(f"  {spec.label}: training the larger config ...")
-            (wall, cpu), n, tokens, _, last_loss, _ = time_training(
-                spec, s.large_data, LARGE_MODEL, LARGE_BATCH, s.large_steps, 0,
-                s.repeats, doc_mode=s.large_docs, learning_rate=LARGE_LEARNING_RATE,
-            )  # fmt: skip
+        row["large"] = None
+        if large is not None:
+            (wall, cpu), n, tokens, last_loss = large
             row["large"] = {
                 "steps": n,
                 "s_per_step": wall / n,
@@ -377,8 +417,8 @@ def format_table(result: dict) -> list[str]:
         f"larger config: n_layer 4, n_embd 128, n_head 4, block 64, batch 12, "
         f"lr {LARGE_LEARNING_RATE:g}, on {w['large_data']} ({w['large_docs']})",
         f"BLAS threads: {result['blas_threads']}",
-        f"each time is the minimum over {result['repeats']} run(s); wall clock, and this "
-        "process's CPU time in ()",
+        f"each time is the minimum over {result['repeats']} run(s), each in a fresh process, "
+        "the engines taking turns; wall clock, and the process's CPU time in ()",
         "",
         f"{'engine':<20} {'steps':>5} {'us/step':>20} {'speedup':>8} {check:>8} "
         f"{'loss':>7} {'sample tok/s':>17} {'large tok/s':>15} {'loss':>7}",
@@ -425,8 +465,11 @@ def cmd_bench(args) -> int:
             "check_step": s.ref_steps,
             "large_data": str(s.large_data),
             "large_docs": s.large_docs,
-            "large_config": {**dataclasses.asdict(LARGE_MODEL), "batch_size": LARGE_BATCH,
-                             "learning_rate": LARGE_LEARNING_RATE},
+            "large_config": {
+                **dataclasses.asdict(LARGE_MODEL),
+                "batch_size": LARGE_BATCH,
+                "learning_rate": LARGE_LEARNING_RATE,
+            },
         },
         machine={
             "cpus": os.cpu_count(),
