@@ -142,6 +142,12 @@ class NumpyEngine(Engine):
         self.v = np.zeros(size, dtype=self.np_dtype)  # Adam second moment
         self._tmp = np.empty(size, dtype=self.np_dtype)  # Adam scratch
         self._tmp2 = np.empty(size, dtype=self.np_dtype)
+        o = optim
+        # b1, b2, eps, 1 - b1, 1 - b2, then this step's lr / (1 - b1^t) and 1 / (1 - b2^t)
+        self._adam_scalars = tuple(
+            L.scalar(x, self.np_dtype)
+            for x in (o.beta1, o.beta2, o.eps_adam, 1 - o.beta1, 1 - o.beta2, 0.0, 0.0)
+        )
         # NOTE: the original zeroes the gradients after each update; here every backward
         # overwrites all of them, so a flag stands in for the zeroing (see gradients()).
         self._stepped = False
@@ -298,23 +304,26 @@ class NumpyEngine(Engine):
         p -= lr * (m / (1 - b1^t)) / ((v / (1 - b2^t)) ** 0.5 + eps).
 
         NOTE: dividing by the bias corrections is written as multiplying by their inverses
-        (lr folded in): the same numbers to a rounding, two array operations fewer.
+        (lr folded in): the same numbers to a rounding, two array operations fewer. The
+        scalars are 0-d arrays (see L.scalar).
         """
-        b1, b2, eps = self.optim.beta1, self.optim.beta2, self.optim.eps_adam
+        b1, b2, eps, one_minus_b1, one_minus_b2, lr_t, inv_t = self._adam_scalars
         m, v, g, tmp, tmp2 = self.m, self.v, self.grad, self._tmp, self._tmp2
-        m *= b1
-        np.multiply(g, 1 - b1, tmp)
-        m += tmp  # m = b1 * m + (1 - b1) * g
-        v *= b2
+        lr_t[...] = lr / (1 - self.optim.beta1**t)
+        inv_t[...] = 1 / (1 - self.optim.beta2**t)
+        np.multiply(m, b1, m)
+        np.multiply(g, one_minus_b1, tmp)
+        np.add(m, tmp, m)  # m = b1 * m + (1 - b1) * g
+        np.multiply(v, b2, v)
         np.multiply(g, g, tmp)
-        tmp *= 1 - b2
-        v += tmp  # v = b2 * v + (1 - b2) * g**2
-        np.multiply(v, 1 / (1 - b2**t), tmp2)  # v_hat
+        np.multiply(tmp, one_minus_b2, tmp)
+        np.add(v, tmp, v)  # v = b2 * v + (1 - b2) * g**2
+        np.multiply(v, inv_t, tmp2)  # v_hat
         np.sqrt(tmp2, tmp2)
-        tmp2 += eps
-        np.multiply(m, lr / (1 - b1**t), tmp)  # lr * m_hat
-        tmp /= tmp2
-        self.flat -= tmp
+        np.add(tmp2, eps, tmp2)
+        np.multiply(m, lr_t, tmp)  # lr * m_hat
+        np.divide(tmp, tmp2, tmp)
+        np.subtract(self.flat, tmp, self.flat)
         self._stepped = True
 
     # --- state ------------------------------------------------------------------------------
