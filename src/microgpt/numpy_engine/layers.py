@@ -234,7 +234,6 @@ class Attention:
         self.scratch_rows = np.empty((N * NH, T), dtype)  # (N * NH, T)
         self.ones = np.ones((T, T), dtype)  # (T, T) row sums, repeated along the row
         self.rowsum = np.empty((N * NH, T), dtype)  # (N * NH, T)
-        self.rowmax = np.empty((N * NH, T), dtype)  # (N * NH, T)
 
     def probabilities(self) -> np.ndarray:
         """The last forward's attention weights, (B, NH, T, T) (a copy)."""
@@ -262,8 +261,7 @@ def attention_forward(qkv: np.ndarray, buf: Attention) -> tuple[np.ndarray, Atte
         np.matmul(buf.q, buf.k_t, att)  # (B, NH, T, T)
     np.multiply(att, buf.scale, att)  # the original divides each dot product by sqrt(HS)
     att += buf.mask
-    np.maximum.reduce(rows, 1, None, None, True).dot(buf.ones[:1], buf.rowmax)  # (N * NH, T)
-    np.subtract(rows, buf.rowmax, rows)  # (N * NH, T)
+    np.subtract(rows, np.maximum.reduce(rows, 1, None, None, True), rows)  # (N * NH, T)
     np.exp(rows, rows)  # (N * NH, T)
     rows.dot(buf.ones, buf.rowsum)  # (N * NH, T) each row's sum, repeated
     np.divide(rows, buf.rowsum, rows)  # (N * NH, T)
@@ -373,7 +371,7 @@ def crossentropy_forward(
     predict a real token, targets (n,) says which token; ones is the (V, V) matrix of ones.
     """
     probs = logits  # (N, V)
-    np.subtract(probs, np.maximum.reduce(probs, 1, None, None, True).dot(ones[:1]), probs)
+    np.subtract(probs, np.maximum.reduce(probs, 1, None, None, True), probs)  # (N, V)
     np.exp(probs, probs)  # (N, V)
     np.divide(probs, probs.dot(ones), probs)  # (N, V) row sums, repeated along the row
     # the original's (1 / n) * sum(losses), losses = -log(p), summed left to right
