@@ -12,11 +12,11 @@ Shape letters, used in the comment on every array line:
     N  rows of a flattened batch (B * T)
 
 NOTE: on matrices this small NumPy's per-call overhead, not the arithmetic, is the cost: a
-(7, 16) @ (16, 48) product takes ~1.5 us through `np.dot`, ~0.4 us as `x.dot(w, out)`. So,
+(7, 16) @ (16, 48) product takes ~1.6 us through `np.dot`, ~0.7 us as `x.dot(w, out)`. So,
 as llm.c preallocates its activations, every result here goes into a buffer allocated once
 per batch shape (`out`; allocating the result costs as much as computing it), products are
 the `a.dot(b, out)` method with positional arguments (it skips np.dot's dispatch layer),
-and attention is one 2-D product for all heads at once (see attention_forward). Row sums
+and one short sequence's attention is one 2-D product for all heads (see Attention). Row sums
 are products with a square matrix of ones: (N, C) @ ones(C, C) holds each row's sum,
 repeated along the row, so what follows is a same-shape operation (NumPy broadcasting an
 (N, 1) column costs three times as much) and one BLAS call beats `np.sum` on short rows.
@@ -176,6 +176,8 @@ class Attention:
       with V (NH * T, C), block h = head h's values (T, HS), probabilities @ V is every
       head's output already concatenated: plain 2-D products, for NH times the
       multiply-adds and two copies.
+
+    The scores' shape is written ATT below: (B, NH, T, T) per head, (T, NH * T) blocked.
     """
 
     # NOTE: measured (fwd + bwd, 2-core x86, one BLAS thread): one sequence of the original's
@@ -226,8 +228,8 @@ class Attention:
                 a.transpose(0, 2, 1, 3) for a in (dq, dk, dv)
             )  # (B, NH, T, HS) each
             self.y = self.out.reshape(B, T, NH, HS).transpose(0, 2, 1, 3)  # (B, NH, T, HS)
-        self.att_t = np.swapaxes(self.att, -1, -2)
-        self.datt = np.empty_like(self.att)
+        self.att_t = np.swapaxes(self.att, -1, -2)  # ATT with the last two axes swapped
+        self.datt = np.empty_like(self.att)  # ATT
         # the softmax works on rows of T entries: one per (sequence, position, head)
         self.att_rows = self.att.reshape(N * NH, T)  # (N * NH, T)
         self.datt_rows = self.datt.reshape(N * NH, T)  # (N * NH, T)
@@ -259,8 +261,8 @@ def attention_forward(qkv: np.ndarray, buf: Attention) -> tuple[np.ndarray, Atte
         buf.q.dot(buf.keys, att)  # (T, NH * T) q . k, every head
     else:
         np.matmul(buf.q, buf.k_t, att)  # (B, NH, T, T)
-    np.multiply(att, buf.scale, att)  # the original divides each dot product by sqrt(HS)
-    att += buf.mask
+    np.multiply(att, buf.scale, att)  # ATT; the original divides each dot by sqrt(HS)
+    att += buf.mask  # ATT
     np.subtract(rows, np.maximum.reduce(rows, 1, None, None, True), rows)  # (N * NH, T)
     np.exp(rows, rows)  # (N * NH, T)
     rows.dot(buf.ones, buf.rowsum)  # (N * NH, T) each row's sum, repeated
@@ -288,8 +290,8 @@ def attention_backward(dout: np.ndarray, buf: Attention) -> np.ndarray:
     np.multiply(rows, buf.att_rows, buf.scratch_rows)  # (N * NH, T)
     buf.scratch_rows.dot(buf.ones, buf.rowsum)  # (N * NH, T) sum(d a * a), repeated
     np.subtract(rows, buf.rowsum, rows)  # (N * NH, T)
-    np.multiply(datt, buf.att, datt)
-    np.multiply(datt, buf.scale, datt)  # d (q . k)
+    np.multiply(datt, buf.att, datt)  # ATT
+    np.multiply(datt, buf.scale, datt)  # ATT: d (q . k)
     if buf.blocked:
         datt.dot(buf.keys_t, buf.dq)  # (T, C)
         buf.dq_slot[...] = buf.dq  # (T, C)

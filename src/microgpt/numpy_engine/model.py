@@ -93,10 +93,14 @@ class Workspace:
         self.dy = np.empty((N, C), dtype)  # (N, C) d loss/d attention's output
         self.dh = np.empty((N, 4 * C), dtype)  # (N, 4C) d loss/d the MLP's hidden layer
         self.onehot = L.EmbeddingOneHot.alloc(B, T, V, config.block_size, dtype)
+        # the memory of the arrays that own it (not of the views)
+        owners = (self, *self.layers, *(la.att for la in self.layers), self.onehot)
         self.nbytes = sum(
-            a.nbytes for obj in (self, *self.layers, *(la.att for la in self.layers), self.onehot)
-            for a in vars(obj).values() if isinstance(a, np.ndarray)
-        )  # fmt: skip
+            a.nbytes
+            for obj in owners
+            for a in vars(obj).values()
+            if isinstance(a, np.ndarray) and a.base is None
+        )
 
 
 class NumpyEngine(Engine):
