@@ -186,6 +186,24 @@ def test_float32_trains_and_stays_close():
     assert all(t.data.typecode == "d" for t in params.values())
     assert tensors_rel_err(params, f64.parameters())[0] < 1e-1
     assert abs(f32.loss(batch) - f64.loss(batch)) < 1e-3
+    # no float64 constant slipped into the float32 computation
+    for ws in f32._workspaces.values():
+        for obj in (ws, *ws.layers, *(layer.att for layer in ws.layers)):
+            arrays = [a for a in vars(obj).values() if isinstance(a, np.ndarray)]
+            assert arrays and all(a.dtype == np.float32 for a in arrays), type(obj).__name__
+
+
+def test_workspaces_dropped_past_their_budget_give_the_same_numbers():
+    _, _, kept = make_engines("final", 2, 8, 2, 6, seed=11)
+    _, _, dropped = make_engines("final", 2, 8, 2, 6, seed=11)
+    dropped.WORKSPACE_BYTES = 1  # every new batch shape drops the ones before it
+    rng = random.Random(6)
+    batches = [random_batch(rng, B, 6) for B in (1, 3, 1, 2, 3, 1)]
+    for batch in batches * 2:
+        assert dropped.forward_backward(batch) == kept.forward_backward(batch)
+        assert dropped.grad.tolist() == kept.grad.tolist()
+        assert len(dropped._workspaces) == 1
+    assert len(kept._workspaces) > 1
 
 
 def test_loss_without_gradients_equals_forward_backward():
