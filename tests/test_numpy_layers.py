@@ -33,13 +33,16 @@ def assert_close(got, want, tol=1e-6):
     assert np.max(np.abs(got - want)) <= tol * scale
 
 
-def test_rmsnorm():
-    x = rng.normal(size=(5, 8))
-    R = rng.normal(size=(5, 8))
-    avg = np.full((8, 8), 1 / 8)
+# rows up to REPEAT_MAX long are summed into a repeated sum, longer ones into a column
+@pytest.mark.parametrize("C", [8, L.REPEAT_MAX + 8])
+def test_rmsnorm(C):
+    x = rng.normal(size=(5, C))
+    R = rng.normal(size=(5, C))
+    avg = L.summing_matrix(C, np.float64, 1 / C)
+    assert avg.shape == (C, C if C <= L.REPEAT_MAX else 1)
 
     def forward():
-        return L.rmsnorm_forward(x, np.empty_like(x), np.empty_like(x), avg)
+        return L.rmsnorm_forward(x, np.empty_like(x), np.empty((5, avg.shape[1])), avg)
 
     out, cache = forward()
     np.testing.assert_allclose(np.mean(out * out, axis=1), 1 / (1 + 1e-5 / np.mean(x * x, 1)))
@@ -83,7 +86,8 @@ def attention(qkv: np.ndarray, B: int, T: int, NH: int, blocked=None):
 
 # block-diagonal attention is for one sequence (B = 1); per head for any batch
 @pytest.mark.parametrize("B,T,NH,blocked", [(1, 5, 2, True), (1, 7, 4, True), (1, 5, 2, False),
-                                            (3, 4, 1, False), (2, 6, 4, False)])  # fmt: skip
+                                            (3, 4, 1, False), (2, 6, 4, False),
+                                            (1, L.REPEAT_MAX + 2, 2, False)])  # fmt: skip
 def test_attention(B, T, NH, blocked):
     C = 8
     qkv = rng.normal(size=(B * T, 3 * C))
@@ -140,9 +144,10 @@ def test_attention_decode_is_a_row_of_attention_forward(blocked):
         np.testing.assert_allclose(weights, want, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("V", [5, L.REPEAT_MAX + 3])
 @pytest.mark.parametrize("padded", [False, True])
-def test_crossentropy(padded):
-    N, V = 6, 5
+def test_crossentropy(padded, V):
+    N = 6
     logits = rng.normal(size=(N, V))
     rows = np.array([0, 1, 3, 4]) if padded else np.arange(N)
     targets = rng.integers(0, V, size=len(rows))
@@ -150,7 +155,7 @@ def test_crossentropy(padded):
     if padded:
         weight = np.zeros((N, 1))
         weight[rows] = 1 / len(rows)
-    ones = np.ones((V, V))
+    ones = L.summing_matrix(V, np.float64)
     loss, cache = L.crossentropy_forward(logits.copy(), rows, targets, ones)
     logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
     assert loss == pytest.approx(-np.mean(logp[rows, targets]), rel=1e-12)

@@ -43,6 +43,7 @@ CONFIGS = [
     ("first", 2, 8, 2, 6),
     ("first", 2, 12, 1, 5),
     ("final", 2, 8, 2, 40),  # T * n_embd past Attention.BLOCKED_MAX_TC: per-head attention
+    ("final", 1, 40, 4, 6),  # n_embd past layers.REPEAT_MAX: rmsnorm sums into a column
 ]
 
 

@@ -16,10 +16,8 @@ NOTE: on matrices this small NumPy's per-call overhead, not the arithmetic, is t
 as llm.c preallocates its activations, every result here goes into a buffer allocated once
 per batch shape (`out`; allocating the result costs as much as computing it), products are
 the `a.dot(b, out)` method with positional arguments (it skips np.dot's dispatch layer),
-and one short sequence's attention is one 2-D product for all heads (see Attention). Row sums
-are products with a square matrix of ones: (N, C) @ ones(C, C) holds each row's sum,
-repeated along the row, so what follows is a same-shape operation (NumPy broadcasting an
-(N, 1) column costs three times as much) and one BLAS call beats `np.sum` on short rows.
+and one short sequence's attention is one 2-D product for all heads (see Attention). Short
+rows are summed by a product with a square matrix of ones (see summing_matrix).
 """
 
 from __future__ import annotations
@@ -38,6 +36,22 @@ def scalar(value: float, dtype) -> np.ndarray:
 
 # rmsnorm's epsilon, per dtype
 RMS_EPS = {np.dtype(t): scalar(1e-5, t) for t in (np.float64, np.float32)}
+
+# Rows up to this long are summed into a repeated sum (see summing_matrix).
+REPEAT_MAX = 32
+
+
+def summing_matrix(n: int, dtype, value: float = 1.0) -> np.ndarray:
+    """The matrix that sums rows of length n, each term times `value`: x @ it.
+
+    NOTE: for short rows it is square, (n, n), full of `value`: x @ it holds each row's
+    sum repeated along the row, so what follows is a same-shape operation (NumPy
+    broadcasting an (N, 1) column costs about 0.8 us more, more than the arithmetic on rows
+    this short) and one BLAS call beats `np.sum` on them. Past REPEAT_MAX the square's extra
+    multiply-adds cost more than that: it is the (n, 1) column, and what follows broadcasts.
+    """
+    return np.full((n, n if n <= REPEAT_MAX else 1), value, dtype=dtype)
+
 
 # --- embedding ---------------------------------------------------------------------------------
 
@@ -102,8 +116,9 @@ def rmsnorm_forward(
 ) -> tuple[np.ndarray, tuple]:
     """out = x / sqrt(mean(x^2) + 1e-5) over the last axis, the original's rmsnorm (no gain).
 
-    Writes out (N, C) and rms (N, C), each row's divisor repeated along the row; `avg` is
-    the (C, C) matrix of 1/C, so that x^2 @ avg holds each row's mean. (The reference
+    Writes out (N, C) and rms (N, C) or (N, 1), each row's divisor (repeated along the row);
+    `avg` is summing_matrix(C, dtype, 1 / C), so that x^2 @ avg holds each row's mean. (The
+    reference
     multiplies by (ms + 1e-5) ** -0.5; dividing by the square root is the same number to a
     rounding.)
     """
@@ -121,10 +136,10 @@ def rmsnorm_backward(dout: np.ndarray, cache: tuple, dx: np.ndarray, tmp: np.nda
     (The textbook dy / rms - x / rms^3 * mean(dy * x), written with y: fewer calls.)
     Writes and returns dx (N, C); tmp (N, C) is scratch.
     """
-    y, rms, avg = cache  # (N, C), (N, C), (C, C)
+    y, rms, avg = cache  # (N, C), (N, C) or (N, 1), (C, C) or (C, 1)
     np.multiply(dout, y, tmp)  # (N, C)
-    tmp.dot(avg, dx)  # (N, C) mean(dy * y), repeated along the row
-    np.multiply(dx, y, dx)  # (N, C)
+    k = tmp.dot(avg)  # (N, C) or (N, 1) mean(dy * y) (repeated along the row)
+    np.multiply(y, k, dx)  # (N, C)
     np.subtract(dout, dx, dx)  # (N, C)
     np.divide(dx, rms, dx)  # (N, C)
     return dx
@@ -234,8 +249,8 @@ class Attention:
         self.att_rows = self.att.reshape(N * NH, T)  # (N * NH, T)
         self.datt_rows = self.datt.reshape(N * NH, T)  # (N * NH, T)
         self.scratch_rows = np.empty((N * NH, T), dtype)  # (N * NH, T)
-        self.ones = np.ones((T, T), dtype)  # (T, T) row sums, repeated along the row
-        self.rowsum = np.empty((N * NH, T), dtype)  # (N * NH, T)
+        self.ones = summing_matrix(T, dtype)  # (T, T) or (T, 1)
+        self.rowsum = np.empty((N * NH, self.ones.shape[1]), dtype)  # (N * NH, T) or (N * NH, 1)
 
     def probabilities(self) -> np.ndarray:
         """The last forward's attention weights, (B, NH, T, T) (a copy)."""
@@ -265,7 +280,7 @@ def attention_forward(qkv: np.ndarray, buf: Attention) -> tuple[np.ndarray, Atte
     att += buf.mask  # ATT
     np.subtract(rows, np.maximum.reduce(rows, 1, None, None, True), rows)  # (N * NH, T)
     np.exp(rows, rows)  # (N * NH, T)
-    rows.dot(buf.ones, buf.rowsum)  # (N * NH, T) each row's sum, repeated
+    rows.dot(buf.ones, buf.rowsum)  # (N * NH, T) or (N * NH, 1) each row's sum
     np.divide(rows, buf.rowsum, rows)  # (N * NH, T)
     if buf.blocked:
         att.dot(buf.values, buf.y)  # (T, C)
@@ -288,7 +303,7 @@ def attention_backward(dout: np.ndarray, buf: Attention) -> np.ndarray:
         np.matmul(buf.att_t, dy, buf.dv_slot)  # (B, NH, T, HS)
     # softmax backward: d score = a * (d a - sum(d a * a)); masked entries have a = 0
     np.multiply(rows, buf.att_rows, buf.scratch_rows)  # (N * NH, T)
-    buf.scratch_rows.dot(buf.ones, buf.rowsum)  # (N * NH, T) sum(d a * a), repeated
+    buf.scratch_rows.dot(buf.ones, buf.rowsum)  # (N * NH, T) or (N * NH, 1) sum(d a * a)
     np.subtract(rows, buf.rowsum, rows)  # (N * NH, T)
     np.multiply(datt, buf.att, datt)  # ATT
     np.multiply(datt, buf.scale, datt)  # ATT: d (q . k)
@@ -370,12 +385,12 @@ def crossentropy_forward(
     """Mean of -log softmax(logits)[target] over the scored rows (padding is not scored).
 
     logits (N, V), overwritten with the probabilities; rows (n,) indexes the N rows that
-    predict a real token, targets (n,) says which token; ones is the (V, V) matrix of ones.
+    predict a real token, targets (n,) says which token; ones is summing_matrix(V, dtype).
     """
     probs = logits  # (N, V)
     np.subtract(probs, np.maximum.reduce(probs, 1, None, None, True), probs)  # (N, V)
     np.exp(probs, probs)  # (N, V)
-    np.divide(probs, probs.dot(ones), probs)  # (N, V) row sums, repeated along the row
+    np.divide(probs, probs.dot(ones), probs)  # (N, V) over the row sums
     # the original's (1 / n) * sum(losses), losses = -log(p), summed left to right
     loss = (1 / len(rows)) * -sum(np.log(probs[rows, targets]).tolist())
     return loss, (probs, rows, targets)

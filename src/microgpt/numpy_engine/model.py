@@ -62,11 +62,12 @@ class LayerActivations:
     def __init__(self, B: int, T: int, C: int, n_head: int, dtype):
         N = B * T
         self.xn1 = np.empty((N, C), dtype)  # (N, C) rmsnorm before attention
-        self.rms1 = np.empty((N, C), dtype)  # (N, C) its divisors, repeated along rows
+        R = C if C <= L.REPEAT_MAX else 1  # rmsnorm's divisors: repeated along rows, or not
+        self.rms1 = np.empty((N, R), dtype)  # (N, C) or (N, 1) its divisors
         self.att = L.Attention(B, T, C, n_head, dtype)  # qkv (N, 3C) in, out (N, C)
         self.xo = np.empty((N, C), dtype)  # (N, C) after attention's residual
         self.xn2 = np.empty((N, C), dtype)  # (N, C) rmsnorm before the MLP
-        self.rms2 = np.empty((N, C), dtype)  # (N, C)
+        self.rms2 = np.empty((N, R), dtype)  # (N, C) or (N, 1)
         self.h = np.empty((N, 4 * C), dtype)  # (N, 4C) mlp_fc1's output
         self.a = np.empty((N, 4 * C), dtype)  # (N, 4C) the activation (relu**2 only)
         self.out = np.empty((N, C), dtype)  # (N, C) after the MLP's residual
@@ -80,7 +81,7 @@ class Workspace:
         N, C = B * T, config.n_embd
         self.x0 = np.empty((N, C), dtype)  # (N, C) token + position embedding
         self.norm0 = np.empty((N, C), dtype)  # (N, C) its rmsnorm
-        self.rms0 = np.empty((N, C), dtype)  # (N, C)
+        self.rms0 = np.empty((N, C if C <= L.REPEAT_MAX else 1), dtype)  # (N, C) or (N, 1)
         self.layers = [
             LayerActivations(B, T, C, config.n_head, dtype) for _ in range(config.n_layer)
         ]
@@ -167,8 +168,8 @@ class NumpyEngine(Engine):
         self._dembed = self.grad[: self.offsets["wpe"][1]].reshape(-1, config.n_embd)
         V, C = vocab_size, config.n_embd
         self._eye = np.eye(V, dtype=self.np_dtype)  # (V, V) one-hot rows of the targets
-        self._avg = np.full((C, C), 1 / C, dtype=self.np_dtype)  # (C, C) row means
-        self._ones_v = np.ones((V, V), dtype=self.np_dtype)  # (V, V) row sums
+        self._avg = L.summing_matrix(C, self.np_dtype, 1 / C)  # (C, C) or (C, 1) row means
+        self._ones_v = L.summing_matrix(V, self.np_dtype)  # (V, V) or (V, 1) row sums
         self._workspaces: dict[tuple[int, int], Workspace] = {}  # (B, T) -> buffers
         self._arange = np.arange(config.block_size)  # (block_size,)
         if config.mlp == "relu2":
