@@ -41,6 +41,11 @@ RMS_EPS = {np.dtype(t): scalar(1e-5, t) for t in (np.float64, np.float32)}
 REPEAT_MAX = 32
 
 
+def summed_width(n: int) -> int:
+    """Columns of the sums of rows of length n: n (the sum repeated) or 1 (see below)."""
+    return n if n <= REPEAT_MAX else 1
+
+
 def summing_matrix(n: int, dtype, value: float = 1.0) -> np.ndarray:
     """The matrix that sums rows of length n, each term times `value`: x @ it.
 
@@ -50,7 +55,7 @@ def summing_matrix(n: int, dtype, value: float = 1.0) -> np.ndarray:
     this short) and one BLAS call beats `np.sum` on them. Past REPEAT_MAX the square's extra
     multiply-adds cost more than that: it is the (n, 1) column, and what follows broadcasts.
     """
-    return np.full((n, n if n <= REPEAT_MAX else 1), value, dtype=dtype)
+    return np.full((n, summed_width(n)), value, dtype=dtype)
 
 
 # --- embedding ---------------------------------------------------------------------------------
@@ -250,7 +255,7 @@ class Attention:
         self.datt_rows = self.datt.reshape(N * NH, T)  # (N * NH, T)
         self.scratch_rows = np.empty((N * NH, T), dtype)  # (N * NH, T)
         self.ones = summing_matrix(T, dtype)  # (T, T) or (T, 1)
-        self.rowsum = np.empty((N * NH, self.ones.shape[1]), dtype)  # (N * NH, T) or (N * NH, 1)
+        self.rowsum = np.empty((N * NH, summed_width(T)), dtype)  # (N * NH, T) or (N * NH, 1)
 
     def probabilities(self) -> np.ndarray:
         """The last forward's attention weights, (B, NH, T, T) (a copy)."""

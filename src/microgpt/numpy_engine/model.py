@@ -59,17 +59,17 @@ class KVCache:
 class LayerActivations:
     """One layer's activations (kept for the backward) for one batch shape; N = B * T."""
 
-    def __init__(self, B: int, T: int, C: int, n_head: int, dtype):
-        N = B * T
+    def __init__(self, B: int, T: int, config: ModelConfig, dtype):
+        N, C, R = B * T, config.n_embd, L.summed_width(config.n_embd)
         self.xn1 = np.empty((N, C), dtype)  # (N, C) rmsnorm before attention
-        R = C if C <= L.REPEAT_MAX else 1  # rmsnorm's divisors: repeated along rows, or not
         self.rms1 = np.empty((N, R), dtype)  # (N, C) or (N, 1) its divisors
-        self.att = L.Attention(B, T, C, n_head, dtype)  # qkv (N, 3C) in, out (N, C)
+        self.att = L.Attention(B, T, C, config.n_head, dtype)  # qkv (N, 3C) in, out (N, C)
         self.xo = np.empty((N, C), dtype)  # (N, C) after attention's residual
         self.xn2 = np.empty((N, C), dtype)  # (N, C) rmsnorm before the MLP
         self.rms2 = np.empty((N, R), dtype)  # (N, C) or (N, 1)
         self.h = np.empty((N, 4 * C), dtype)  # (N, 4C) mlp_fc1's output
-        self.a = np.empty((N, 4 * C), dtype)  # (N, 4C) the activation (relu**2 only)
+        # (N, 4C) the activation: relu works in place, relu**2 keeps relu(h) in h for backward
+        self.a = np.empty((N, 4 * C), dtype) if config.mlp == "relu2" else self.h
         self.out = np.empty((N, C), dtype)  # (N, C) after the MLP's residual
 
 
@@ -81,10 +81,8 @@ class Workspace:
         N, C = B * T, config.n_embd
         self.x0 = np.empty((N, C), dtype)  # (N, C) token + position embedding
         self.norm0 = np.empty((N, C), dtype)  # (N, C) its rmsnorm
-        self.rms0 = np.empty((N, C if C <= L.REPEAT_MAX else 1), dtype)  # (N, C) or (N, 1)
-        self.layers = [
-            LayerActivations(B, T, C, config.n_head, dtype) for _ in range(config.n_layer)
-        ]
+        self.rms0 = np.empty((N, L.summed_width(C)), dtype)  # (N, C) or (N, 1)
+        self.layers = [LayerActivations(B, T, config, dtype) for _ in range(config.n_layer)]
         self.logits = np.empty((N, V), dtype)  # (N, V), then the probabilities
         # the backward's scratch, shared by the layers (they run one after another)
         self.dx = np.empty((N, C), dtype)  # (N, C) d loss/d the residual stream
@@ -94,14 +92,15 @@ class Workspace:
         self.dy = np.empty((N, C), dtype)  # (N, C) d loss/d attention's output
         self.dh = np.empty((N, 4 * C), dtype)  # (N, 4C) d loss/d the MLP's hidden layer
         self.onehot = L.EmbeddingOneHot.alloc(B, T, V, config.block_size, dtype)
-        # the memory of the arrays that own it (not of the views)
+        # the memory of the arrays that own it (not of the views), each array once
         owners = (self, *self.layers, *(la.att for la in self.layers), self.onehot)
-        self.nbytes = sum(
-            a.nbytes
+        arrays = {
+            id(a): a
             for obj in owners
             for a in vars(obj).values()
             if isinstance(a, np.ndarray) and a.base is None
-        )
+        }
+        self.nbytes = sum(a.nbytes for a in arrays.values())
 
 
 class NumpyEngine(Engine):
@@ -266,7 +265,7 @@ class NumpyEngine(Engine):
             # 2) MLP
             xn, c_n2 = L.rmsnorm_forward(xo, act.xn2, act.rms2, avg)  # (N, C)
             h, c_fc1 = L.linear_forward(xn, blk.fc1, act.h)  # (N, 4C)
-            a, c_act = self._act_forward(h, act.a if self.config.mlp == "relu2" else h)
+            a, c_act = self._act_forward(h, act.a)  # (N, 4C)
             x, c_fc2 = L.linear_forward(a, blk.fc2, act.out)  # (N, C)
             x += xo  # residual: (N, C)
             caches.append((c_n1, c_qkv, c_att, c_o, c_n2, c_fc1, c_act, c_fc2))
@@ -412,7 +411,7 @@ class NumpyEngine(Engine):
             xo += x  # (1, C)
             xn, _ = L.rmsnorm_forward(xo, act.xn2, act.rms2, avg)  # (1, C)
             h, _ = L.linear_forward(xn, blk.fc1, act.h)  # (1, 4C)
-            a, _ = self._act_forward(h, act.a if self.config.mlp == "relu2" else h)  # (1, 4C)
+            a, _ = self._act_forward(h, act.a)  # (1, 4C)
             x, _ = L.linear_forward(a, blk.fc2, act.out)  # (1, C)
             x += xo  # (1, C)
         logits, _ = L.linear_forward(x, w.lm_head, ws.logits)  # (1, V)
