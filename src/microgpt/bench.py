@@ -210,6 +210,11 @@ def limit_torch_threads() -> None:
         torch.set_num_threads(1)
 
 
+def fastest(a: tuple[float, float], b: tuple[float, float] | None) -> tuple[float, float]:
+    """The element-wise minimum of two (wall, cpu) times; b may be None (no time yet)."""
+    return a if b is None else (min(a[0], b[0]), min(a[1], b[1]))
+
+
 def time_training(
     row: BenchRow,
     docs_path: Path,
@@ -230,6 +235,7 @@ def time_training(
     `check_step`, last loss, the trainer of the last run, for sampling).
     """
     engine_cls = load_engine(row.engine)
+    limit_torch_threads()
     preset = get_preset("final")
     model = model or preset.model
     train = dataclasses.replace(preset.train, batch_size=batch_size)
@@ -253,7 +259,7 @@ def time_training(
             if result.step == check_step:
                 check_loss = result.loss
         elapsed = (time.perf_counter() - start, time.process_time() - cpu_start)
-        best = elapsed if best is None else (min(best[0], elapsed[0]), min(best[1], elapsed[1]))
+        best = fastest(elapsed, best)
     return best, steps, tokens, check_loss, result.loss, trainer
 
 
@@ -270,7 +276,7 @@ def time_sampling(trainer, samples: int, repeats: int) -> tuple[int, tuple[float
             out = generate(engine, tokenizer, rng, temperature=0.5)
             tokens += min(len(out) + 1, block_size)  # one decode per token, plus the final BOS
         elapsed = (time.perf_counter() - start, time.process_time() - cpu_start)
-        best = elapsed if best is None else (min(best[0], elapsed[0]), min(best[1], elapsed[1]))
+        best = fastest(elapsed, best)
     return tokens, best
 
 
@@ -287,31 +293,23 @@ def in_fresh_process(fn, *args):
         return pool.apply(fn, args)
 
 
-def measure_default_run(spec: BenchRow, s: BenchSettings, steps, check_step: int) -> tuple:
-    """One timed run of the default workload: ((wall, cpu), steps, tokens, losses)."""
-    limit_torch_threads_after_import(spec)
-    *result, _ = time_training(spec, s.data, None, 1, steps, check_step, 1)
-    return tuple(result)
+def measure(spec: BenchRow, s: BenchSettings, steps, check_step: int, last_round: bool):
+    """One timed run of the default workload: ((wall, cpu), steps, tokens, losses, extra).
 
-
-def measure_sampling_and_large(spec: BenchRow, s: BenchSettings, steps, check_step: int):
-    """Sampling speed from the model of the default run (trained again here, untimed), and
-    the larger config's training speed (None for the slow engines)."""
-    limit_torch_threads_after_import(spec)
-    *_, trainer = time_training(spec, s.data, None, 1, steps, check_step, 1)
+    On the last round, `extra` is the sampling speed of the model just trained and the
+    larger config's training speed (None for the slow engines); otherwise None.
+    """
+    *default_run, trainer = time_training(spec, s.data, None, 1, steps, check_step, 1)
+    if not last_round:
+        return (*default_run, None)
     sampling = time_sampling(trainer, s.samples, s.repeats)
     if spec.engine in SLOW_ENGINES:  # the slow engines would take hours: not measured
-        return sampling, None
+        return (*default_run, (sampling, None))
     (wall, cpu), n, tokens, _, last_loss, _ = time_training(
         spec, s.large_data, LARGE_MODEL, LARGE_BATCH, s.large_steps, 0,
         s.repeats, doc_mode=s.large_docs, learning_rate=LARGE_LEARNING_RATE,
     )  # fmt: skip
-    return sampling, ((wall, cpu), n, tokens, last_loss)
-
-
-def limit_torch_threads_after_import(spec: BenchRow) -> None:
-    load_engine(spec.engine)
-    limit_torch_threads()
+    return (*default_run, (sampling, ((wall, cpu), n, tokens, last_loss)))
 
 
 def run_bench(s: BenchSettings, say=print) -> dict:
@@ -357,19 +355,19 @@ def run_bench(s: BenchSettings, say=print) -> dict:
         steps = s.ref_steps if spec.engine in SLOW_ENGINES else s.steps
         return steps, s.ref_steps if steps is None else min(s.ref_steps, steps)
 
-    # 1) the default workload, the engines taking turns
-    runs: dict[int, tuple] = {}  # row index -> (best (wall, cpu), steps, tokens, losses)
+    # the default workload, the engines taking turns; after the last round's, in the same
+    # process, sampling and the larger config
+    runs: dict[int, tuple] = {}  # row index -> (best (wall, cpu), steps, tokens, losses, extra)
     for r in range(s.repeats):
+        last_round = r == s.repeats - 1
         for i, (spec, _) in enumerate(live):
-            say(f"  {spec.label}: training the default run (round {r + 1} of {s.repeats}) ...")
-            times, *rest = in_fresh_process(measure_default_run, spec, s, *check_step(spec))
-            if i in runs:
-                best = runs[i][0]
-                times = (min(best[0], times[0]), min(best[1], times[1]))
-            runs[i] = (times, *rest)
+            what = "the default run" + (", sampling, the larger config" if last_round else "")
+            say(f"  {spec.label}: {what} (round {r + 1} of {s.repeats}) ...")
+            times, *rest = in_fresh_process(measure, spec, s, *check_step(spec), last_round)
+            runs[i] = (fastest(times, runs[i][0] if i in runs else None), *rest)
     base = None
     for i, (spec, row) in enumerate(live):
-        (wall, cpu), n, tokens, check_loss, last_loss = runs[i]
+        (wall, cpu), n, tokens, check_loss, last_loss, (sampling, large) = runs[i]
         base = base or (wall / n, cpu / n)
         row["train"] = {
             "steps": n,
@@ -381,11 +379,7 @@ def run_bench(s: BenchSettings, say=print) -> dict:
             "speedup": base[0] / (wall / n),
             "cpu_speedup": base[1] / (cpu / n),
         }
-        # 2) sampling and 3) the larger config, one engine after the other
-        say(f"  {spec.label}: sampling and training the larger config ...")
-        (dec_tokens, (wall, cpu)), large = in_fresh_process(
-            measure_sampling_and_large, spec, s, *check_step(spec)
-        )
+        dec_tokens, (wall, cpu) = sampling
         row["sample"] = {
             "tokens": dec_tokens,
             "tokens_per_s": dec_tokens / wall,
