@@ -20,7 +20,8 @@ def trained(tmp_path):
     cfg = ModelConfig(n_layer=1, n_embd=8, n_head=2, block_size=6)
     rng = random.Random(7)
     trainer = new_trainer(RefEngine, ["anna", "bob", "émile"], cfg, OptimConfig(),
-                          TrainConfig(num_steps=5, seed=7), rng, extra={"data_sha256": "ab" * 32})
+                          TrainConfig(num_steps=5, seed=7), rng,
+                          record=ckpt_io.RunRecord(data_sha256="ab" * 32))
     trainer.step()
     trainer.step()
     path = tmp_path / "model.safetensors"
@@ -33,7 +34,7 @@ def test_round_trip_keeps_every_number(trained):
     ckpt = ckpt_io.load(path)
     assert ckpt.model == trainer.model and ckpt.train == trainer.train
     assert ckpt.uchars == trainer.tokenizer.uchars and "é" in ckpt.uchars
-    assert ckpt.step == 2 and ckpt.extra["data_sha256"] == "ab" * 32
+    assert ckpt.step == 2 and ckpt.record.data_sha256 == "ab" * 32
     assert list(ckpt.params) == list(trainer.engine.parameters())  # the original's key order
     for name, t in trainer.engine.parameters().items():
         assert ckpt.params[name].data == t.data

@@ -38,7 +38,7 @@ def make_checkpoint() -> ckpt_io.Checkpoint:
         step=3,
         rng_state=rng.getstate(),
         window_rng_state=random.Random("w").getstate(),
-        extra={"data_sha256": "00" * 32},
+        record=ckpt_io.RunRecord(data_sha256="00" * 32),
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from microgpt import checkpoint as ckpt_io
 from microgpt import data
-from microgpt.cli import main
+from microgpt.__main__ import main
 
 TINY = ["--engine", "ref", "--n-embd", "8", "--n-head", "2", "--block-size", "8"]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from microgpt import checkpoint as ckpt_io
-from microgpt.cli import main
+from microgpt.__main__ import main
 from microgpt.config import ModelConfig, OptimConfig, TrainConfig
 from microgpt.data import read_text, split_lines
 from microgpt.engine import EngineError, load_engine
@@ -53,7 +53,7 @@ def small_ckpt(tmp_path_factory, names_path) -> Path:
         OptimConfig(),
         TrainConfig(num_steps=5),
         rng,
-        extra={"data_path": str(names_path)},
+        record=ckpt_io.RunRecord(data_path=str(names_path)),
     )
     while not trainer.done:
         trainer.step()

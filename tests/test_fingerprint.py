@@ -3,6 +3,7 @@ states is the one measured on strings that were never added."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -10,7 +11,6 @@ import pytest
 from microgpt import checkpoint as ckpt_io
 from microgpt.fingerprint import (
     FALSE_POSITIVE_RATE,
-    METADATA_KEY,
     Fingerprint,
     FingerprintError,
     bloom_size,
@@ -75,7 +75,7 @@ def test_corrupt_fingerprint_in_a_checkpoint_is_a_one_line_error(tmp_path, cli_e
 
     path = build_checkpoint(tmp_path / "m.safetensors", ["ab", "ba"], TINY, steps=1)
     ckpt = ckpt_io.load(path)
-    ckpt.extra[METADATA_KEY] = "{broken"
+    ckpt.record = dataclasses.replace(ckpt.record, fingerprint="{broken")
     ckpt_io.save(path, ckpt)
     r = subprocess.run(
         [sys.executable, "-m", "microgpt", "sample", "--checkpoint", str(path), "--novel"],

@@ -80,7 +80,7 @@ def test_reference_engine_runs_where_numpy_cannot_be_imported(tmp_path):
     out = tmp_path / "run"
     code = textwrap.dedent(f"""
         import sys
-        from microgpt.cli import main
+        from microgpt.__main__ import main
         rc = main(["train", "--engine", "ref", "--data", {str(data)!r}, "--steps", "3",
                    "--num-samples", "2", "--out", {str(out)!r}])
         rc = rc or main(["sample", "--engine", "ref", "--checkpoint",

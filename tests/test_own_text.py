@@ -122,13 +122,13 @@ def test_validation_split_is_the_tail_of_the_seeded_shuffle(names_path, tmp_path
     assert "step 3: val loss" in r.stderr and "bits/char" in r.stderr
 
     final = ckpt_io.load(out / "model.safetensors")
-    engine_cls = load_engine(final.extra["engine"])  # the run's engine: `==` is then fair
+    engine_cls = load_engine(final.record.engine)  # the run's engine: `==` is then fair
     engine = engine_cls(final.model, final.optim, len(final.uchars) + 1, final.params)
     assert evaluate(engine, final.tokenizer, docs[-n_val:]).loss == evals[-1]["val_loss"]
     best = ckpt_io.load(out / "best.safetensors")
     best_eval = min(evals, key=lambda e: e["val_loss"])
     assert best.step == best_eval["step"]
-    assert float(final.extra["best_val_loss"]) == best_eval["val_loss"]
+    assert final.record.best_val_loss == best_eval["val_loss"]
 
 
 def test_unicode_text_trains_and_samples(tmp_path, cli_env):

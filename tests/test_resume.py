@@ -143,7 +143,8 @@ def test_trainer_resume_is_bit_identical(engine_name, corpus):
 SIGNAL_AT = textwrap.dedent(
     """
     import os, sys
-    from microgpt import cli, train
+    from microgpt import train
+    from microgpt.__main__ import main
     sig, at = int(sys.argv[1]), int(sys.argv[2])
     original = train.Trainer.step
     def step(self):
@@ -152,7 +153,7 @@ SIGNAL_AT = textwrap.dedent(
             os.kill(os.getpid(), sig)
         return result
     train.Trainer.step = step
-    sys.exit(cli.main(sys.argv[3:]))
+    sys.exit(main(sys.argv[3:]))
     """
 )
 
@@ -237,7 +238,8 @@ def test_sigkill_after_a_periodic_checkpoint_then_resume(engine_name, corpus, tm
 KILL_MID_WRITE = textwrap.dedent(
     """
     import os, signal, sys
-    from microgpt import checkpoint, cli
+    from microgpt import checkpoint
+    from microgpt.__main__ import main
     original, calls = checkpoint.write_atomic, []
     def write_atomic(path, data, _before_rename=None):
         if str(path).endswith("model.safetensors"):
@@ -250,7 +252,7 @@ KILL_MID_WRITE = textwrap.dedent(
                 _before_rename = die
         return original(path, data, _before_rename=_before_rename)
     checkpoint.write_atomic = write_atomic
-    sys.exit(cli.main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))
     """
 )
 

@@ -7,6 +7,7 @@ the real names.txt, hand-worked reports, and the other engine.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -19,18 +20,11 @@ import pytest
 from microgpt import checkpoint as ckpt_io
 from microgpt.config import ConfigError, ModelConfig, OptimConfig, TrainConfig
 from microgpt.data import load_docs
+from microgpt.draw import Draw, SampleConfig
 from microgpt.engine import EngineError, load_engine
-from microgpt.fingerprint import METADATA_KEY, Fingerprint
-from microgpt.sample import (
-    Draw,
-    Sample,
-    SampleConfig,
-    format_report,
-    generate,
-    generate_sample,
-    make_report,
-    sample_lines,
-)
+from microgpt.fingerprint import Fingerprint
+from microgpt.report import format_report, make_report
+from microgpt.sample import Sample, generate, generate_sample, sample_lines
 from microgpt.tokenizer import TokenizerError
 from microgpt.train import new_trainer
 
@@ -56,7 +50,7 @@ def build_checkpoint(path: Path, docs: list[str], model: ModelConfig, steps: int
         OptimConfig(),
         TrainConfig(num_steps=steps),
         rng,
-        extra={METADATA_KEY: Fingerprint.from_docs(docs).to_json()},
+        record=ckpt_io.RunRecord(fingerprint=Fingerprint.from_docs(docs).to_json()),
     )
     while not trainer.done:
         trainer.step()
@@ -204,7 +198,7 @@ def test_cli_sample_defaults_equal_train_samples(tmp_path, names_path, cli_env):
     assert sample.returncode == 0, sample.stderr
     assert sample.stdout.splitlines() == printed and len(printed) == 12
     # the fingerprint of the training documents went into the checkpoint
-    fp = Fingerprint.from_json(ckpt_io.load(ckpt).extra[METADATA_KEY])
+    fp = ckpt_io.load(ckpt).docs_fingerprint()
     assert fp.num_docs == 32033 and "emma" in fp
 
 
@@ -332,7 +326,7 @@ def test_prompt_outside_vocabulary_is_a_one_line_error(tiny_ckpt, cli_env):
 
 def test_novel_without_fingerprint_is_an_error(tiny_ckpt, tmp_path, cli_env):
     ckpt = ckpt_io.load(tiny_ckpt)
-    del ckpt.extra[METADATA_KEY]
+    ckpt.record = dataclasses.replace(ckpt.record, fingerprint=None)
     old = tmp_path / "old.safetensors"
     ckpt_io.save(old, ckpt)
     r = run_cli(["sample", "--checkpoint", str(old), "--novel"], cli_env)

@@ -23,11 +23,12 @@ from pathlib import Path
 import pytest
 
 from microgpt import checkpoint as ckpt_io
-from microgpt.cli import UsageError, build_parser
+from microgpt.__main__ import build_parser
 from microgpt.config import ModelConfig
 from microgpt.data import load_docs
 from microgpt.engine import EngineError, load_engine
 from microgpt.evaluate import evaluate
+from microgpt.flags import UsageError
 from microgpt.init import init_params
 from microgpt.sample import generate, probabilities
 from microgpt.studio.cli import build_session
@@ -437,7 +438,8 @@ def test_checkpoint_without_data_or_adam_state_is_inspect_only(serve, names_path
                                                                tmp_path):  # fmt: skip
     out, _ = cli_run
     ckpt = ckpt_io.load(out / "model.safetensors")
-    moved = dataclasses.replace(ckpt, extra={**ckpt.extra, "data_path": str(tmp_path / "gone")})
+    moved = dataclasses.replace(
+        ckpt, record=dataclasses.replace(ckpt.record, data_path=str(tmp_path / "gone")))
     weights_only = dataclasses.replace(ckpt, adam_m=None, adam_v=None)
     for name, c in [("moved", moved), ("weights", weights_only)]:
         path = tmp_path / f"{name}.safetensors"

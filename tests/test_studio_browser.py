@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from microgpt.cli import build_parser
+from microgpt.__main__ import build_parser
 from microgpt.sample import probabilities
 from microgpt.studio.cli import build_session
 from microgpt.studio.server import StudioServer

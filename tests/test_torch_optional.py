@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from microgpt import cli, distributed
+from microgpt import distributed
+from microgpt.__main__ import main
 from microgpt.config import ConfigError
 from microgpt.engine import EngineError, load_engine
 
@@ -34,7 +35,7 @@ def test_torch_engine_without_torch_says_how_to_install(no_torch):
 def test_cli_without_torch_is_one_line(no_torch, tmp_path, capsys):
     data = tmp_path / "d.txt"
     data.write_text("ann\nbob\n")
-    assert cli.main(["train", "--engine", "torch", "--data", str(data)]) == 2
+    assert main(["train", "--engine", "torch", "--data", str(data)]) == 2
     err = capsys.readouterr().err
     assert err == (
         "microgpt: error: the torch engine needs the 'torch' package; "
@@ -82,6 +83,6 @@ def test_cli_under_torchrun_refuses_what_cannot_work(monkeypatch, tmp_path, caps
     monkeypatch.setenv("RANK", "0")
     data = tmp_path / "d.txt"
     data.write_text("ann\nbob\n")
-    assert cli.main(["train", *flags, "--data", str(data)]) == 2
+    assert main(["train", *flags, "--data", str(data)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("microgpt: error: ") and message in err and err.count("\n") == 1

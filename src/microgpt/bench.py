@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import ConfigError, ModelConfig, get_preset
-from .data import DOC_MODES, default_names_path, load_docs
+from .data import DOC_MODES, default_names_path
 from .engine import ENGINES, EngineError, load_engine
 from .init import init_params
+from .runs import EngineSpec, RunSpec, start
 from .sample import generate
-from .train import new_trainer
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,53 @@ class BenchRow:
     def kwargs(self) -> dict:
         """Engine constructor keywords: the device, and never join a torchrun job."""
         return {"device": self.device, "distributed": False} if self.device else {}
+
+    @property
+    def spec(self) -> EngineSpec:
+        return EngineSpec(name=self.engine, dtype=self.dtype, device=self.device)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The fastest of several runs: wall-clock and the process's CPU seconds."""
+
+    wall: float
+    cpu: float
+
+    def fastest(self, other: Timing | None) -> Timing:
+        """The element-wise minimum (other may be None: no time yet)."""
+        if other is None:
+            return self
+        return Timing(min(self.wall, other.wall), min(self.cpu, other.cpu))
+
+
+@dataclass(frozen=True)
+class TrainTiming:
+    """Training `steps` steps: how long, how many predicted tokens, and the losses reached."""
+
+    time: Timing
+    steps: int
+    tokens: int
+    check_loss: float | None  # the loss at the step every engine reports
+    last_loss: float
+
+
+@dataclass(frozen=True)
+class SampleTiming:
+    """Batch-1 decoding with the KV cache."""
+
+    time: Timing
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One fresh process's measurements of one row; sampling and the larger config only on
+    the last round (None otherwise, and `large` always None for the slow engines)."""
+
+    default: TrainTiming
+    sampling: SampleTiming | None = None
+    large: TrainTiming | None = None
 
 
 # The rows of the table, in order. The first row is the baseline of the ratio. The CUDA rows
@@ -210,11 +257,6 @@ def limit_torch_threads() -> None:
         torch.set_num_threads(1)
 
 
-def fastest(a: tuple[float, float], b: tuple[float, float] | None) -> tuple[float, float]:
-    """The element-wise minimum of two (wall, cpu) times; b may be None (no time yet)."""
-    return a if b is None else (min(a[0], b[0]), min(a[1], b[1]))
-
-
 def time_training(
     row: BenchRow,
     docs_path: Path,
@@ -225,59 +267,53 @@ def time_training(
     repeats: int,
     doc_mode: str = "lines",
     learning_rate: float | None = None,
-):
+) -> tuple[TrainTiming, object]:
     """Train the first `steps` steps of the final preset's run (seed 42), `repeats` times.
 
     The run is always the preset's whole 1000-step run (its learning-rate schedule decays
     over 1000 steps); a shorter measurement stops early, so the loss at any step is the
     same whichever engine reached it, and equals the reference output's line for that step.
-    Returns ((wall, cpu) seconds of the fastest run, steps, predicted tokens, loss at
-    `check_step`, last loss, the trainer of the last run, for sampling).
+    Returns the fastest run's timing and the trainer of the last run (for sampling).
     """
-    engine_cls = load_engine(row.engine)
+    load_engine(row.engine)
     limit_torch_threads()
-    preset = get_preset("final")
-    model = model or preset.model
-    train = dataclasses.replace(preset.train, batch_size=batch_size)
-    optim = preset.optim
-    if learning_rate is not None:
-        optim = dataclasses.replace(optim, learning_rate=learning_rate)
-    steps = train.num_steps if steps is None else min(steps, train.num_steps)
+    model = model or get_preset("final").model
+    spec = RunSpec(
+        data=str(docs_path), engine=row.spec, n_embd=model.n_embd, n_head=model.n_head,
+        n_layer=model.n_layer, block_size=model.block_size, batch_size=batch_size,
+        doc_mode=doc_mode, learning_rate=learning_rate,
+    )  # fmt: skip
     best = None
     for _ in range(repeats):
-        rng = random.Random(train.seed)
-        docs, _ = load_docs(docs_path, rng, mode=doc_mode)
-        trainer = new_trainer(
-            engine_cls, docs, model, optim, train, rng, dtype=row.dtype,
-            engine_kwargs=row.kwargs,
-        )  # fmt: skip
-        tokens = sum(len(seq) - 1 for s in range(steps) for seq in trainer.batch(s))
-        check_loss = None
-        start, cpu_start = time.perf_counter(), time.process_time()
-        for _ in range(steps):
+        trainer = start(spec).trainer
+        n = trainer.train.num_steps if steps is None else min(steps, trainer.train.num_steps)
+        check_loss, tokens = None, 0
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
+        for _ in range(n):
             result = trainer.step()
+            tokens += result.tokens
             if result.step == check_step:
                 check_loss = result.loss
-        elapsed = (time.perf_counter() - start, time.process_time() - cpu_start)
-        best = fastest(elapsed, best)
-    return best, steps, tokens, check_loss, result.loss, trainer
+        elapsed = Timing(time.perf_counter() - start_wall, time.process_time() - start_cpu)
+        best = elapsed.fastest(best)
+    return TrainTiming(best, n, tokens, check_loss, result.loss), trainer
 
 
-def time_sampling(trainer, samples: int, repeats: int) -> tuple[int, tuple[float, float]]:
-    """Batch-1 decoding with the KV cache: (tokens decoded, (wall, cpu) seconds, fastest)."""
+def time_sampling(trainer, samples: int, repeats: int) -> SampleTiming:
+    """Batch-1 decoding with the KV cache: tokens decoded and the fastest (wall, cpu)."""
     engine, tokenizer = trainer.engine, trainer.tokenizer
     block_size = engine.config.block_size
     best, tokens = None, 0
     for _ in range(repeats):
         rng = random.Random(0)  # the same draws every repeat, so the same work
         tokens = 0
-        start, cpu_start = time.perf_counter(), time.process_time()
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
         for _ in range(samples):
             out = generate(engine, tokenizer, rng, temperature=0.5)
             tokens += min(len(out) + 1, block_size)  # one decode per token, plus the final BOS
-        elapsed = (time.perf_counter() - start, time.process_time() - cpu_start)
-        best = fastest(elapsed, best)
-    return tokens, best
+        elapsed = Timing(time.perf_counter() - start_wall, time.process_time() - start_cpu)
+        best = elapsed.fastest(best)
+    return SampleTiming(best, tokens)
 
 
 def in_fresh_process(fn, *args):
@@ -293,23 +329,22 @@ def in_fresh_process(fn, *args):
         return pool.apply(fn, args)
 
 
-def measure(spec: BenchRow, s: BenchSettings, steps, check_step: int, last_round: bool):
-    """One timed run of the default workload: ((wall, cpu), steps, tokens, losses, extra).
-
-    On the last round, `extra` is the sampling speed of the model just trained and the
-    larger config's training speed (None for the slow engines); otherwise None.
-    """
-    *default_run, trainer = time_training(spec, s.data, None, 1, steps, check_step, 1)
+def measure(
+    spec: BenchRow, s: BenchSettings, steps, check_step: int, last_round: bool
+) -> Measurement:
+    """One timed run of the default workload; on the last round, also the sampling speed of
+    the model just trained and the larger config's training speed (not for slow engines)."""
+    default, trainer = time_training(spec, s.data, None, 1, steps, check_step, 1)
     if not last_round:
-        return (*default_run, None)
+        return Measurement(default)
     sampling = time_sampling(trainer, s.samples, s.repeats)
     if spec.engine in SLOW_ENGINES:  # the slow engines would take hours: not measured
-        return (*default_run, (sampling, None))
-    (wall, cpu), n, tokens, _, last_loss, _ = time_training(
+        return Measurement(default, sampling)
+    large, _ = time_training(
         spec, s.large_data, LARGE_MODEL, LARGE_BATCH, s.large_steps, 0,
         s.repeats, doc_mode=s.large_docs, learning_rate=LARGE_LEARNING_RATE,
     )  # fmt: skip
-    return (*default_run, (sampling, ((wall, cpu), n, tokens, last_loss)))
+    return Measurement(default, sampling, large)
 
 
 def run_bench(s: BenchSettings, say=print) -> dict:
@@ -357,44 +392,47 @@ def run_bench(s: BenchSettings, say=print) -> dict:
 
     # the default workload, the engines taking turns; after the last round's, in the same
     # process, sampling and the larger config
-    runs: dict[int, tuple] = {}  # row index -> (best (wall, cpu), steps, tokens, losses, extra)
+    fastest: dict[int, Timing] = {}  # row index -> the fastest default run so far
+    last: dict[int, Measurement] = {}  # row index -> the last round's measurement
     for r in range(s.repeats):
         last_round = r == s.repeats - 1
         for i, (spec, _) in enumerate(live):
             what = "the default run" + (", sampling, the larger config" if last_round else "")
             say(f"  {spec.label}: {what} (round {r + 1} of {s.repeats}) ...")
-            times, *rest = in_fresh_process(measure, spec, s, *check_step(spec), last_round)
-            runs[i] = (fastest(times, runs[i][0] if i in runs else None), *rest)
+            m = in_fresh_process(measure, spec, s, *check_step(spec), last_round)
+            fastest[i] = m.default.time.fastest(fastest.get(i))
+            last[i] = m
     base = None
     for i, (spec, row) in enumerate(live):
-        (wall, cpu), n, tokens, check_loss, last_loss, (sampling, large) = runs[i]
-        base = base or (wall / n, cpu / n)
+        m, best = last[i], fastest[i]
+        n = m.default.steps
+        base = base or (best.wall / n, best.cpu / n)
         row["train"] = {
             "steps": n,
-            "s_per_step": wall / n,
-            "cpu_s_per_step": cpu / n,
-            "tokens_per_s": tokens / wall,
-            "loss_at_step": {"step": check_step(spec)[1], "loss": check_loss},
-            "final_loss": last_loss,
-            "speedup": base[0] / (wall / n),
-            "cpu_speedup": base[1] / (cpu / n),
+            "s_per_step": best.wall / n,
+            "cpu_s_per_step": best.cpu / n,
+            "tokens_per_s": m.default.tokens / best.wall,
+            "loss_at_step": {"step": check_step(spec)[1], "loss": m.default.check_loss},
+            "final_loss": m.default.last_loss,
+            "speedup": base[0] / (best.wall / n),
+            "cpu_speedup": base[1] / (best.cpu / n),
         }
-        dec_tokens, (wall, cpu) = sampling
+        smp = m.sampling
         row["sample"] = {
-            "tokens": dec_tokens,
-            "tokens_per_s": dec_tokens / wall,
-            "cpu_tokens_per_s": dec_tokens / cpu,
+            "tokens": smp.tokens,
+            "tokens_per_s": smp.tokens / smp.time.wall,
+            "cpu_tokens_per_s": smp.tokens / smp.time.cpu,
         }
         row["large"] = None
-        if large is not None:
-            (wall, cpu), n, tokens, last_loss = large
+        if m.large is not None:
+            big = m.large
             row["large"] = {
-                "steps": n,
-                "s_per_step": wall / n,
-                "cpu_s_per_step": cpu / n,
-                "tokens_per_s": tokens / wall,
-                "cpu_tokens_per_s": tokens / cpu,
-                "final_loss": last_loss,
+                "steps": big.steps,
+                "s_per_step": big.time.wall / big.steps,
+                "cpu_s_per_step": big.time.cpu / big.steps,
+                "tokens_per_s": big.tokens / big.time.wall,
+                "cpu_tokens_per_s": big.tokens / big.time.cpu,
+                "final_loss": big.last_loss,
             }
     return {"engines": rows}
 

@@ -8,10 +8,12 @@ into the byte buffer after the header) and holds "__metadata__", a str -> str ma
 What a microgpt checkpoint holds:
   tensors   every weight under the original's names (float64), and Adam's moments
             as "adam.m.<name>" / "adam.v.<name>" (absent in a weights-only file)
-  metadata  format ("microgpt"), format_version, preset, model/optim/train configs (JSON),
-            vocab (JSON list of characters), step (completed steps), rng_state (JSON),
-            window_rng_state (JSON), and free-form string entries (data_sha256,
-            data_path, engine, best_val_loss, ...) kept in `extra`
+  metadata  format ("microgpt"), format_version, preset, model/optim/train configs (JSON;
+            the train config holds the doc mode the documents were split by), vocab (JSON
+            list of characters), step (completed steps), rng_state (JSON),
+            window_rng_state (JSON), and the run's record (`RunRecord`: engine, dtype,
+            data_path, data_sha256, eval_every, checkpoint_every, best_val_loss,
+            docs_fingerprint), each a typed field checked on load
 
 Loading never executes anything (no pickle) and validates before it allocates: a
 truncated, oversized, malformed or inconsistent file raises CheckpointError with a
@@ -27,10 +29,11 @@ import os
 import random
 import struct
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .config import ConfigError, ModelConfig, OptimConfig, TrainConfig, from_dict, to_dict
+from .fingerprint import Fingerprint, FingerprintError
 from .init import param_shapes
 from .tensor import Tensor
 from .tokenizer import Tokenizer, TokenizerError
@@ -43,6 +46,29 @@ ADAM_PREFIXES = ("adam.m.", "adam.v.")
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be used; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run records beside its weights, one metadata entry per field (all optional).
+
+    Typed here and checked on load, so no caller parses strings: a checkpoint from another
+    version may leave any of them out.
+    """
+
+    engine: str | None = None  # the engine that wrote it (resume uses it by default)
+    dtype: str = "float64"  # the engine's precision
+    data_path: str | None = None  # the training data file, resolved
+    data_sha256: str | None = None  # its sha256 (resume refuses another file)
+    eval_every: int = 0  # the training loop's options, reused on resume
+    checkpoint_every: int = 0
+    best_val_loss: float | None = None  # lowest validation loss so far (finite)
+    fingerprint: str | None = None  # fingerprint.Fingerprint of the training documents, JSON
+
+
+# metadata key of each RunRecord field (the file format predates the record)
+RECORD_KEYS = {"fingerprint": "docs_fingerprint"}
+DTYPES = ("float64", "float32", "bfloat16")
 
 
 @dataclass
@@ -58,7 +84,7 @@ class Checkpoint:
     preset: str = "final"
     rng_state: tuple | None = None  # random.Random.getstate() after the last completed step
     window_rng_state: tuple | None = None  # the random-window generator's state (train.py)
-    extra: dict[str, str] = field(default_factory=dict)
+    record: RunRecord = field(default_factory=RunRecord)
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -70,6 +96,15 @@ class Checkpoint:
         if self.rng_state is not None:
             rng.setstate(self.rng_state)
         return rng
+
+    def docs_fingerprint(self) -> Fingerprint | None:
+        """The training documents' fingerprint the run recorded (None: an older file)."""
+        if self.record.fingerprint is None:
+            return None
+        try:
+            return Fingerprint.from_json(self.record.fingerprint)
+        except FingerprintError as e:
+            raise CheckpointError(f"the checkpoint's {RECORD_KEYS['fingerprint']}: {e}") from None
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -95,8 +130,7 @@ def encode(ckpt: Checkpoint) -> bytes:
         if state is not None:
             version, internal, gauss_next = state
             metadata[key] = json.dumps([version, list(internal), gauss_next])
-    for key, value in ckpt.extra.items():
-        metadata.setdefault(key, str(value))
+    metadata.update(encode_record(ckpt.record))
 
     header: dict = {"__metadata__": metadata}
     blobs, offset = [], 0
@@ -112,6 +146,18 @@ def encode(ckpt: Checkpoint) -> bytes:
     header_bytes = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     header_bytes += b" " * (-len(header_bytes) % 8)  # align the buffer to 8 bytes
     return struct.pack("<Q", len(header_bytes)) + header_bytes + b"".join(blobs)
+
+
+def encode_record(record: RunRecord) -> dict[str, str]:
+    """The record's fields as metadata strings (None fields are left out)."""
+    out = {}
+    for f in fields(RunRecord):
+        value = getattr(record, f.name)
+        if value is None:
+            continue
+        text = repr(value) if isinstance(value, float) else str(value)  # repr: every bit
+        out[RECORD_KEYS.get(f.name, f.name)] = text
+    return out
 
 
 def write_atomic(path: str | os.PathLike, data: bytes, _before_rename=None) -> None:
@@ -304,6 +350,45 @@ def _rng_state_meta(path, metadata: dict, key: str):
     return state
 
 
+def _count(path, metadata: dict, key: str) -> int:
+    text = metadata.get(key, "0")
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        _fail(path, f"{key} in metadata is not a non-negative integer: {text[:20]!r}")
+    return int(text)
+
+
+def _record(path, metadata: dict) -> RunRecord:
+    """The run's record from the metadata, every field checked by type and range."""
+    engine = metadata.get("engine")
+    if engine is not None and not (engine.isascii() and engine.isidentifier() and len(engine) < 32):
+        _fail(path, f"engine in metadata is not an engine name: {engine[:20]!r}")
+    dtype = metadata.get("dtype", "float64")
+    if dtype not in DTYPES:
+        _fail(path, f"dtype in metadata must be one of {', '.join(DTYPES)}: {dtype[:20]!r}")
+    data_path = metadata.get("data_path")
+    if data_path is not None and not (0 < len(data_path) <= 4096 and "\0" not in data_path):
+        _fail(path, "data_path in metadata is not a file path")
+    digest = metadata.get("data_sha256")
+    if digest is not None and not (
+        len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
+    ):
+        _fail(path, "data_sha256 in metadata is not a sha256 hex digest")
+    best = None
+    if "best_val_loss" in metadata:
+        try:
+            best = float(metadata["best_val_loss"])
+        except ValueError:
+            best = math.nan
+        if not math.isfinite(best):
+            _fail(path, "best_val_loss in metadata is not a finite number")
+    return RunRecord(
+        engine=engine, dtype=dtype, data_path=data_path, data_sha256=digest,
+        eval_every=_count(path, metadata, "eval_every"),
+        checkpoint_every=_count(path, metadata, "checkpoint_every"),
+        best_val_loss=best, fingerprint=metadata.get(RECORD_KEYS["fingerprint"]),
+    )  # fmt: skip
+
+
 def load(path: str | os.PathLike) -> Checkpoint:
     """Read and fully validate a microgpt checkpoint."""
     metadata, tensors = read_safetensors(path)
@@ -326,19 +411,10 @@ def load(path: str | os.PathLike) -> Checkpoint:
         Tokenizer(uchars)
     except TokenizerError:
         _fail(path, "vocab in metadata is not a list of distinct characters")
-    step_text = metadata.get("step", "0")
-    if not (step_text.isascii() and step_text.isdigit() and len(step_text) <= 18):
-        _fail(path, f"step in metadata is not a non-negative integer: {step_text[:20]!r}")
-    step = int(step_text)
+    step = _count(path, metadata, "step")
     rng_state = _rng_state_meta(path, metadata, "rng_state")
     window_rng_state = _rng_state_meta(path, metadata, "window_rng_state")
-    if "best_val_loss" in metadata:
-        try:
-            best = float(metadata["best_val_loss"])
-        except ValueError:
-            best = math.nan
-        if not math.isfinite(best):
-            _fail(path, "best_val_loss in metadata is not a finite number")
+    record = _record(path, metadata)
 
     n_matrices = 3 + 6 * model.n_layer
     if n_matrices > len(tensors):  # checked first: a hostile n_layer must not make us loop
@@ -371,9 +447,6 @@ def load(path: str | os.PathLike) -> Checkpoint:
                 _fail(path, f"missing tensor {prefix + absent[0]!r}")
         adam_m = {k: groups["adam.m."][k] for k in shapes}
         adam_v = {k: groups["adam.v."][k] for k in shapes}
-    known = {"format", "format_version", "preset", "model_config", "optim_config",
-             "train_config", "vocab", "step", "rng_state", "window_rng_state"}
-    extra = {k: v for k, v in metadata.items() if k not in known}
     return Checkpoint(
         model=model,
         optim=optim,
@@ -386,5 +459,5 @@ def load(path: str | os.PathLike) -> Checkpoint:
         preset=metadata.get("preset", "final"),
         rng_state=rng_state,
         window_rng_state=window_rng_state,
-        extra=extra,
+        record=record,
     )

@@ -24,6 +24,9 @@ ENGINES: dict[str, tuple[str, str, str]] = {
     "torch": ("microgpt.torch_engine.model", "TorchEngine", "pip install 'microgpt[torch]'"),
 }
 
+# The default engine: the first of these that loads here (the reference engine always does).
+DEFAULT_ORDER = ("numpy", "ref")
+
 
 class EngineError(Exception):
     """An engine that cannot be used here; the message says what to do."""
@@ -102,6 +105,17 @@ class Engine(abc.ABC):
         how much position t attends to position s <= t (each row sums to 1)."""
         raise NotImplementedError(f"the {self.name} engine does not expose attention weights")
 
+    # --- hooks the training loop calls; engines that need them override the no-op ------------
+    def agree_stop(self, signum: int) -> int:
+        """Under a multi-process launch, the stop request all processes agree on (nonzero:
+        stop now, with that signal); alone, the request itself."""
+        return signum
+
+    def summary(self) -> str | None:
+        """A line about what the engine did (device, tokens/s), said after training; None:
+        nothing to say."""
+        return None
+
     def loss(self, batch: list[list[int]]) -> float:
         """Mean cross-entropy over the batch's predicted tokens, without gradients.
 
@@ -115,6 +129,17 @@ class Engine(abc.ABC):
                 total += log_z - logits[target]
                 count += 1
         return total / count
+
+
+def default_engine() -> str:
+    """The fastest engine this installation can load, in DEFAULT_ORDER."""
+    for name in DEFAULT_ORDER:
+        try:
+            load_engine(name)
+        except EngineError:
+            continue
+        return name
+    return "ref"
 
 
 def load_engine(name: str) -> type[Engine]:

@@ -19,6 +19,7 @@ class Evaluation:
     loss: float  # mean cross-entropy (nats) per predicted token
     bits_per_char: float  # loss / ln 2: each predicted token is one character (or the end BOS)
     tokens: int  # predicted tokens scored
+    docs: int = 0  # documents scored
 
 
 def windows(tokens: list[int], block_size: int) -> list[list[int]]:
@@ -38,4 +39,4 @@ def evaluate(
         total += engine.loss(batch) * n
         count += n
     loss = total / count if count else float("nan")
-    return Evaluation(loss=loss, bits_per_char=loss / math.log(2), tokens=count)
+    return Evaluation(loss=loss, bits_per_char=loss / math.log(2), tokens=count, docs=len(docs))

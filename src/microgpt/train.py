@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import checkpoint as ckpt_io
 from .config import ModelConfig, OptimConfig, TrainConfig
@@ -57,7 +57,7 @@ class Trainer:
         rng: random.Random,
         step: int = 0,
         preset: str = "final",
-        extra: dict[str, str] | None = None,
+        record: ckpt_io.RunRecord | None = None,
         val_docs: list[str] | None = None,
         window_rng: random.Random | None = None,
         best_val_loss: float | None = None,
@@ -72,8 +72,9 @@ class Trainer:
         self.window_rng = window_rng if window_rng is not None else window_rng_for(train.seed)
         self.step_count = step  # completed steps
         self.preset = preset
-        self.extra = dict(extra or {})
-        self.best_val_loss = best_val_loss  # lowest validation loss seen so far
+        # what the checkpoints record beside the weights (data file, loop options, ...)
+        self.record = record or ckpt_io.RunRecord()
+        self.best_val_loss = best_val_loss  # lowest (finite) validation loss so far
         self._token_cache: dict[str, list[int]] = {}
         self._token_cache_docs: list[str] | None = None
 
@@ -162,9 +163,8 @@ class Trainer:
                         f"training diverged. Try a lower --learning-rate (this run: "
                         f"{self.optim.learning_rate:g}) or a smaller model"
                     )
-        extra = {**self.extra, "engine": self.engine.name, "dtype": self.engine.dtype}
-        if self.best_val_loss is not None:
-            extra["best_val_loss"] = repr(self.best_val_loss)
+        record = replace(self.record, engine=self.engine.name, dtype=self.engine.dtype,
+                         best_val_loss=self.best_val_loss)  # fmt: skip
         return ckpt_io.Checkpoint(
             model=self.model,
             optim=self.optim,
@@ -177,7 +177,7 @@ class Trainer:
             preset=self.preset,
             rng_state=self.rng.getstate(),
             window_rng_state=self.window_rng.getstate(),
-            extra=extra,
+            record=record,
         )
 
     def evaluate(self) -> Evaluation:
@@ -194,7 +194,7 @@ def new_trainer(
     rng: random.Random,
     dtype: str = "float64",
     preset: str = "final",
-    extra: dict[str, str] | None = None,
+    record: ckpt_io.RunRecord | None = None,
     val_docs: list[str] | None = None,
     engine_kwargs: dict | None = None,
 ) -> Trainer:
@@ -209,7 +209,7 @@ def new_trainer(
         model, optim, tokenizer.vocab_size, params, dtype=dtype, **(engine_kwargs or {})
     )
     return Trainer(
-        engine, tokenizer, docs, optim, train, rng, preset=preset, extra=extra, val_docs=val_docs
+        engine, tokenizer, docs, optim, train, rng, preset=preset, record=record, val_docs=val_docs
     )
 
 
@@ -250,12 +250,10 @@ def resume_trainer(
     window_rng = window_rng_for(train.seed)
     if ckpt.window_rng_state is not None:
         window_rng.setstate(ckpt.window_rng_state)
-    extra = dict(ckpt.extra)
-    best = extra.pop("best_val_loss", None)
     return Trainer(
         engine, tokenizer, docs, ckpt.optim, train, ckpt.rng(), step=ckpt.step,
-        preset=ckpt.preset, extra=extra, val_docs=val_docs, window_rng=window_rng,
-        best_val_loss=float(best) if best is not None else None,
+        preset=ckpt.preset, record=ckpt.record, val_docs=val_docs, window_rng=window_rng,
+        best_val_loss=ckpt.record.best_val_loss,
     )
 
 
@@ -290,7 +288,11 @@ def run(
         last = step == trainer.train.num_steps
         if trainer.val_docs and ((eval_every and step % eval_every == 0) or last):
             evaluation = trainer.evaluate()
-            is_best = trainer.best_val_loss is None or evaluation.loss < trainer.best_val_loss
+            # NOTE: a NaN or infinite loss is never the best: it would be saved as the best in
+            # every later checkpoint, and no comparison would ever replace it
+            is_best = math.isfinite(evaluation.loss) and (
+                trainer.best_val_loss is None or evaluation.loss < trainer.best_val_loss
+            )
             if is_best:
                 trainer.best_val_loss = evaluation.loss
             if on_eval is not None:

@@ -28,10 +28,7 @@ from pathlib import Path
 
 from .. import __version__
 from .. import checkpoint as ckpt_io
-from ..data import DataError, read_text, split_lines
-from ..engine import load_engine
-from ..evaluate import evaluate
-from ..tensor import Tensor
+from .measure import PEAK_RSS, engine_loss, eval_docs
 from .quantize import QUANTIZATIONS, ExportError, Quantized, quantize
 from .standalone import render
 
@@ -153,24 +150,6 @@ def _write(path: Path, blob: bytes) -> None:
 # --- measurements ----------------------------------------------------------------------------
 
 
-def eval_docs(data: str | os.PathLike) -> list[str]:
-    text, _ = read_text(data)
-    docs = split_lines(text)
-    if not docs:
-        raise DataError(f"--data {str(data)!r} holds no documents to measure the loss on")
-    return docs
-
-
-def engine_loss(
-    ckpt: ckpt_io.Checkpoint, params: dict[str, Tensor], docs: list[str], engine: str
-) -> tuple[float, int]:
-    """Mean loss per predicted token of `params` over `docs`, computed by `engine`."""
-    engine_cls = load_engine(engine)
-    model = engine_cls(ckpt.model, ckpt.optim, ckpt.tokenizer.vocab_size, params)
-    result = evaluate(model, ckpt.tokenizer, docs)
-    return result.loss, result.tokens
-
-
 # Runs the exported file's own functions under `python -I`, as a user's process would:
 # sampling speed first, then the Python heap one sample needs (tracemalloc slows it down).
 BENCH = """
@@ -193,22 +172,6 @@ print(json.dumps({"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens /
 """
 
 
-PEAK_RSS = """
-def peak_rss():
-    # VmHWM: this process's own high-water mark (ru_maxrss on Linux would also count the
-    # exporter it was forked from, as the kernel carries it across exec)
-    try:
-        with open("/proc/self/status") as f:
-            return 1024 * int(next(ln for ln in f if ln.startswith("VmHWM:")).split()[1])
-    except (OSError, StopIteration):
-        pass
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss * (1 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB elsewhere
-"""
 BENCH = BENCH.replace("PEAK_RSS", PEAK_RSS)
 
 
@@ -272,11 +235,12 @@ def export(
     fmt: str = "py",
     quantize_mode: str = "none",
     data: str | os.PathLike | None = None,
-    engine: str = "numpy",
+    engine: str | None = None,
     force: bool = False,
     measure: bool = True,
 ) -> Report:
-    """Export `checkpoint` to `out`; measure it when `measure` (the loss only with `data`)."""
+    """Export `checkpoint` to `out`; measure it when `measure` (the loss only with `data`,
+    split as the model was trained, computed by `engine`: default the fastest installed)."""
     check_choice(fmt, quantize_mode)
     out_path = check_out(out, force)
     ckpt = ckpt_io.load(checkpoint)
@@ -290,7 +254,7 @@ def export(
         weight_bytes=q.weight_bytes,
         num_values=q.num_values,
     )
-    docs = eval_docs(data) if (measure and data is not None) else None
+    docs = eval_docs(ckpt, data) if (measure and data is not None) else None
     if fmt == "py":
         if docs is not None:
             report.data_path = str(data)

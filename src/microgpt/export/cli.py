@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..data import sha256_bytes
 from ..engine import ENGINES
+from ..flags import UsageError
 from . import FORMATS
 from .quantize import QUANTIZATIONS, ExportError
 
@@ -44,8 +45,8 @@ def add_export_parser(sub) -> None:
     p.add_argument(
         "--engine",
         choices=list(ENGINES),
-        default="numpy",
-        help="engine that computes the loss of the py export (default: numpy)",
+        help="engine that computes the loss of the py export (default: the fastest "
+        "installed)",
     )
     p.add_argument(
         "--no-measure",
@@ -96,8 +97,6 @@ def cmd_export(args) -> int:
             measure=not args.no_measure,
         )
     except ExportError as e:
-        from ..cli import UsageError
-
         raise UsageError(str(e)) from None
     print(f"wrote {report.path} ({report.file_bytes:,} bytes)", file=sys.stderr)
     if args.report:

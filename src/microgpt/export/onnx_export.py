@@ -252,7 +252,7 @@ print(json.dumps({"tokens_per_s": tokens / seconds, "peak_rss_bytes": peak_rss()
 
 
 def _bench_script() -> str:
-    from . import PEAK_RSS
+    from .measure import PEAK_RSS
 
     return BENCH.replace("PEAK_RSS", PEAK_RSS)
 
@@ -268,7 +268,7 @@ def probabilities_of(logits: list[float], temperature: float) -> list[float]:
 
 def measure(path: Path, ckpt: Checkpoint, report, docs, engine: str, data) -> None:
     """Fill `report` with onnxruntime's loss, speed and memory (when onnxruntime is there)."""
-    from . import engine_loss
+    from .measure import engine_loss
 
     try:
         import onnxruntime  # noqa: F401

@@ -3,22 +3,22 @@ imported only when the command runs."""
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import math
 
 from ..config import ConfigError
-from ..engine import EngineError, load_engine
+from ..flags import (
+    DEFAULT_ENGINE_HELP,
+    UsageError,
+    add_config_flags,
+    add_device_flags,
+    add_setup_flags,
+    resume_spec,
+    run_spec,
+    say,
+)
 
 DEFAULT_PORT = 8765
-
-
-def default_engine() -> str:
-    """The NumPy engine when this installation has it, else the reference engine."""
-    try:
-        load_engine("numpy")
-        return "numpy"
-    except EngineError:
-        return "ref"
 
 
 def add_studio_parser(sub) -> None:
@@ -29,9 +29,7 @@ def add_studio_parser(sub) -> None:
         "same training loop and numbers as `microgpt train` with the same flags) and looks "
         "inside it: attention, next-token probabilities, embeddings, the autograd graph.",
     )
-    # The training flags are `microgpt train`'s own (and read by the same code).
-    from ..cli import add_config_flags, add_device_flags, add_setup_flags
-
+    # The training flags are `microgpt train`'s own (and become the same RunSpec).
     p.add_argument(
         "--checkpoint",
         metavar="PATH",
@@ -50,7 +48,8 @@ def add_studio_parser(sub) -> None:
         help=f"port to listen on; 0 picks a free one (default {DEFAULT_PORT})",
     )
     p.add_argument("--open", action="store_true", help="open the page in the web browser")
-    add_setup_flags(p, resumed="with --checkpoint", engine_default="numpy when installed, else ref")
+    add_setup_flags(p, resumed="with --checkpoint",
+                    engine_default=f"{DEFAULT_ENGINE_HELP}; with --checkpoint")
     add_config_flags(p)
     p.add_argument(
         "--val-every",
@@ -96,19 +95,21 @@ def build_session(args):
         raise ConfigError(f"--temperature must be a number >= 0, got {args.temperature}")
     # `microgpt train` reads --temperature and --num-samples as the samples printed after
     # training; here they set the live samples, so the run's configs keep the preset's.
-    train_args = argparse.Namespace(
-        **{**vars(args), "engine": args.engine or default_engine(), "temperature": None,
-           "num_samples": None}
-    )  # fmt: skip
-    make_run = checkpoint_run if args.checkpoint else new_run
+    if args.checkpoint:
+        spec = resume_spec(args, args.checkpoint, action="opening a checkpoint")
+        spec = dataclasses.replace(spec, temperature=None, num_samples=None)
+        make_run = lambda: checkpoint_run(spec)  # noqa: E731
+    else:
+        spec = run_spec(args, temperature=None, num_samples=None)
+        spec.configs()  # a bad flag is a one-line error before the server starts
+        make_run = lambda: new_run(spec)  # noqa: E731
     return Session(
-        lambda: make_run(train_args), sample_every=args.sample_every, num_samples=args.num_samples,
+        make_run, sample_every=args.sample_every, num_samples=args.num_samples,
         temperature=args.temperature, val_every=args.val_every,
     )  # fmt: skip
 
 
 def cmd_studio(args) -> int:
-    from ..cli import UsageError, say
     from .server import StudioServer, is_loopback
 
     if not 0 <= args.port <= 65535:

@@ -19,11 +19,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from ..draw import Draw, SampleConfig
 from ..engine import Engine
 from ..evaluate import Evaluation
 from ..fingerprint import Fingerprint
 from ..init import num_params
-from ..sample import Draw, Report, SampleConfig, make_report
+from ..report import Report, make_report
 from ..train import StepResult
 from ..train import run as run_training
 from . import views

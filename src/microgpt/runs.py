@@ -1,0 +1,523 @@
+"""The one door for runs: start a run, resume one, train it, and load a model to score or
+sample. Standard library only; an engine is imported once a spec names it.
+
+Every front end (the CLI, the studio, export, the Python API, bench, sweep) describes what it
+wants with the typed specs below and calls these functions, so the same spec gives the same
+run everywhere, and there is one set of rules for what a run may change when it resumes:
+
+    spec = RunSpec(data="names.txt", steps=200, learning_rate=0.01)
+    run = start(spec, out="runs/names")       # configs, data, weights; DIR/config.json
+    train(run)                                # steps, metrics.jsonl, checkpoints
+    run = resume(ResumeSpec("runs/names", steps=400))   # the same run, 200 steps more
+    model = load_model("runs/names/model.safetensors")  # sample, report, evaluate
+
+A run is: a `Trainer` (train.py: the engine, the documents, the random generators, the step),
+its run directory (rundir.py), and the record its checkpoints carry (checkpoint.RunRecord).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__, rundir
+from . import checkpoint as ckpt_io
+from .config import ConfigError, ModelConfig, OptimConfig, Preset, TrainConfig, get_preset, to_dict
+from .data import (
+    DataError,
+    default_names_path,
+    load_docs,
+    read_text,
+    split_documents,
+    split_validation,
+)
+from .draw import Draw, SampleConfig
+from .engine import Engine, EngineError, default_engine, load_engine
+from .evaluate import Evaluation, evaluate
+from .fingerprint import Fingerprint, FingerprintError
+from .init import num_params
+from .report import Report, make_report
+from .sample import Sample
+from .tokenizer import TokenizerError
+from .train import StepResult, Trainer, TrainingError, new_trainer, resume_trainer
+from .train import run as run_loop
+
+# Mistakes a user can make, each with a one-line message saying what to do. Front ends
+# print them as `microgpt: error: <message>` and exit 2; anything else is a bug.
+USER_ERRORS = (
+    ConfigError, DataError, EngineError, ckpt_io.CheckpointError, TokenizerError,
+    rundir.RunDirError, TrainingError,
+)  # fmt: skip
+
+
+# --- specs: what the caller asks for --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Which engine computes, in which precision, and where (torch only)."""
+
+    name: str | None = None  # None: engine.default_engine() (resume: the run's engine)
+    dtype: str | None = None  # None: float64 (resume: the run's)
+    device: str | None = None  # torch only: auto, cpu, cuda, mps
+    compile: bool = False  # torch only: torch.compile the training step
+
+    def build(self, saved: str | None = None, saved_dtype: str | None = None):
+        """(engine class, name, dtype, constructor keywords), the saved run's choice filling
+        what the spec leaves open."""
+        name = self.name or saved or default_engine()
+        kwargs: dict = {"device": self.device} if self.device else {}
+        if self.compile:
+            kwargs["compile"] = True
+        if kwargs and name != "torch":
+            flags = " and ".join(f"--{k}" for k in kwargs)
+            raise ConfigError(f"{flags} needs --engine torch (the {name} engine runs on the CPU)")
+        engine_cls = load_engine(name)
+        return engine_cls, name, self.dtype or saved_dtype or "float64", kwargs
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A new run: a preset with fields laid over it. None keeps the preset's value.
+
+    The field names are `microgpt train`'s flags (--n-embd is n_embd, --steps is steps), so
+    a sweep can vary any of them with dataclasses.replace.
+    """
+
+    preset: str = "final"
+    data: str | None = None  # a UTF-8 text file; None: the names dataset (downloaded once)
+    engine: EngineSpec = field(default_factory=EngineSpec)
+    # the model
+    n_embd: int | None = None
+    n_head: int | None = None
+    n_layer: int | None = None
+    block_size: int | None = None
+    # the optimizer and the run
+    learning_rate: float | None = None
+    steps: int | None = None
+    batch_size: int | None = None
+    seed: int | None = None
+    temperature: float | None = None  # of the samples printed after training
+    num_samples: int | None = None
+    doc_mode: str | None = None  # lines, paragraphs, text
+    val_fraction: float | None = None
+    # the loop: evaluate the held-out documents / write a checkpoint every N steps (0: off)
+    eval_every: int = 0
+    checkpoint_every: int = 0
+
+    def configs(self) -> tuple[Preset, ModelConfig, OptimConfig, TrainConfig]:
+        """The preset's configs with this spec laid over them, each validated."""
+        preset = get_preset(self.preset)
+        model = _replace(preset.model, n_embd=self.n_embd, n_head=self.n_head,
+                         n_layer=self.n_layer, block_size=self.block_size)  # fmt: skip
+        optim = _replace(preset.optim, learning_rate=self.learning_rate)
+        train = _replace(
+            preset.train, num_steps=self.steps, batch_size=self.batch_size, seed=self.seed,
+            temperature=self.temperature, num_samples=self.num_samples, doc_mode=self.doc_mode,
+            val_fraction=self.val_fraction,
+        )  # fmt: skip
+        for config in (model, optim, train):
+            config.validate()
+        check_loop(self.eval_every, self.checkpoint_every)
+        if self.eval_every and not train.val_fraction:
+            raise ConfigError(
+                "--eval-every needs held-out documents; add --val-fraction F (e.g. 0.1)"
+            )
+        return preset, model, optim, train
+
+
+@dataclass(frozen=True)
+class ResumeSpec:
+    """Continue a run from its latest checkpoint. What may change: the number of steps (the
+    schedule then follows the new length), the samples printed after training, the loop
+    options, the engine and its precision, and (explicitly) the data file."""
+
+    run: str  # the run directory (or one of its checkpoint files)
+    steps: int | None = None  # None: the run's
+    temperature: float | None = None
+    num_samples: int | None = None
+    data: str | None = None  # None: the file the run recorded
+    allow_data_change: bool = False  # train on a file whose sha256 differs from the run's
+    engine: EngineSpec = field(default_factory=EngineSpec)
+    eval_every: int | None = None  # None: the run's
+    checkpoint_every: int | None = None
+
+
+def _replace(config, **values):
+    """dataclasses.replace with the None values left out."""
+    return dataclasses.replace(config, **{k: v for k, v in values.items() if v is not None})
+
+
+def check_loop(eval_every: int, checkpoint_every: int) -> None:
+    for name, value in (("eval-every", eval_every), ("checkpoint-every", checkpoint_every)):
+        if type(value) is not int or value < 0:
+            raise ConfigError(f"--{name} must be an integer >= 0 (0 turns it off), got {value!r}")
+
+
+# --- a run ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """A trainer, the preset it follows, and where its files go (None: nowhere)."""
+
+    trainer: Trainer
+    preset: Preset
+    engine: str  # the engine's name
+    dir: rundir.RunDir | None = None
+    resumed_from: Path | None = None  # the checkpoint a resumed run continues
+
+    @property
+    def eval_every(self) -> int:
+        return self.trainer.record.eval_every
+
+    @property
+    def checkpoint_every(self) -> int:
+        return self.trainer.record.checkpoint_every
+
+    @property
+    def data_path(self) -> str | None:
+        return self.trainer.record.data_path
+
+    def fingerprint(self) -> Fingerprint | None:
+        """The training documents' fingerprint (for novel-only samples and the report)."""
+        record = self.trainer.record
+        if record.fingerprint is None:
+            return None
+        try:
+            return Fingerprint.from_json(record.fingerprint)
+        except FingerprintError as e:
+            raise ckpt_io.CheckpointError(f"the run's documents fingerprint: {e}") from None
+
+    def config_record(self) -> dict:
+        """What DIR/config.json records: enough for a person to see (and redo) the run."""
+        t = self.trainer
+        return {
+            "microgpt_version": __version__,
+            "preset": t.preset,
+            "engine": self.engine,
+            "data_path": t.record.data_path,
+            "data_sha256": t.record.data_sha256,
+            "num_train_docs": len(t.docs),
+            "num_val_docs": len(t.val_docs),
+            "vocab": "".join(t.tokenizer.uchars),
+            "model": to_dict(t.model),
+            "optim": to_dict(t.optim),
+            "train": to_dict(t.train),
+            "eval_every": self.eval_every,
+            "checkpoint_every": self.checkpoint_every,
+        }
+
+
+def start(
+    spec: RunSpec,
+    out: str | os.PathLike | None = None,
+    force: bool = False,
+    show: Callable[[str], None] | None = None,
+) -> Run:
+    """A new run: validate the spec, read and shuffle the documents, draw the weights.
+
+    One generator seeded with the seed shuffles the documents and then draws the weights
+    (the original's order); the held-out documents are the shuffled list's tail. With `out`,
+    the run's directory is checked before anything is read and created once the run is
+    built (`force` replaces a run already there). `show` gets the lines the original prints
+    first (num docs, vocab size, num params).
+    """
+    preset, model, optim, train = spec.configs()
+    if spec.checkpoint_every and out is None:
+        raise ConfigError("--checkpoint-every needs --out DIR to write the checkpoints to")
+    if out is not None:
+        rundir.check_new(out, force)  # before anything is read or written
+    engine_cls, engine_name, dtype, kwargs = spec.engine.build()
+    rng = random.Random(train.seed)  # Let there be order among chaos
+    data_path = Path(spec.data) if spec.data is not None else default_names_path()
+    docs, data_sha256 = load_docs(data_path, rng, train.doc_mode)
+    train_docs, val_docs = split_validation(docs, train.val_fraction)
+    if show is not None:
+        show(f"num docs: {len(docs)}")
+    record = ckpt_io.RunRecord(
+        data_path=str(data_path.resolve()), data_sha256=data_sha256,
+        eval_every=spec.eval_every, checkpoint_every=spec.checkpoint_every,
+        fingerprint=Fingerprint.from_docs(train_docs).to_json(),
+    )  # fmt: skip
+    trainer = new_trainer(
+        engine_cls, train_docs, model, optim, train, rng, dtype=dtype, preset=preset.name,
+        record=record, val_docs=val_docs, engine_kwargs=kwargs,
+    )  # fmt: skip
+    if show is not None:
+        show(f"vocab size: {trainer.tokenizer.vocab_size}")
+        show(f"num params: {num_params(model, trainer.tokenizer.vocab_size)}")
+    run = Run(trainer, preset, engine_name)
+    if out is not None:
+        run.dir = rundir.RunDir.create(out, force, run.config_record())
+    return run
+
+
+def resume(spec: ResumeSpec, write: bool = True) -> Run:
+    """Continue the run saved in `spec.run` exactly where it stopped.
+
+    The saved configs, weights, Adam moments, step, random generators and best validation
+    loss are used, so the continued run is bit for bit the uninterrupted one. The documents
+    are re-read from the run's data file (or `spec.data`) and must be the same file (its
+    sha256) unless `spec.allow_data_change`. With `write`, the run's directory continues:
+    metrics past the checkpoint are dropped, and new ones and checkpoints are written there.
+    """
+    ckpt_path = rundir.check_resumable(spec.run)
+    ckpt = ckpt_io.load(ckpt_path)
+    if ckpt.adam_m is None or ckpt.adam_v is None:
+        raise ckpt_io.CheckpointError(
+            f"{ckpt_path} holds no optimizer state (a weights-only file); it cannot be resumed"
+        )
+    train = _replace(ckpt.train, num_steps=spec.steps, temperature=spec.temperature,
+                     num_samples=spec.num_samples)  # fmt: skip
+    train.validate()
+    if train.num_steps < ckpt.step:
+        raise ConfigError(
+            f"--steps {train.num_steps} is fewer than the {ckpt.step} steps this run has done"
+        )
+    saved = ckpt.record
+    eval_every = saved.eval_every if spec.eval_every is None else spec.eval_every
+    checkpoint_every = (
+        saved.checkpoint_every if spec.checkpoint_every is None else spec.checkpoint_every
+    )
+    check_loop(eval_every, checkpoint_every)
+    engine_cls, engine_name, dtype, kwargs = spec.engine.build(saved.engine, saved.dtype)
+    data_path = run_data_path(ckpt, spec.data)
+    rng = random.Random(train.seed)  # the same shuffle, hence the same documents in order
+    docs, data_sha256 = load_docs(data_path, rng, train.doc_mode)
+    if saved.data_sha256 and saved.data_sha256 != data_sha256 and not spec.allow_data_change:
+        raise DataError(
+            f"data file {str(data_path)!r} is not the one this run trained on (sha256 "
+            f"{data_sha256[:12]}... differs from the recorded {saved.data_sha256[:12]}...); "
+            "pass the run's data with --data, or --allow-data-change to continue on this one"
+        )
+    train_docs, val_docs = split_validation(docs, train.val_fraction)
+    trainer = resume_trainer(engine_cls, ckpt, train_docs, val_docs, train=train, dtype=dtype,
+                             engine_kwargs=kwargs)  # fmt: skip
+    trainer.record = dataclasses.replace(
+        saved, data_path=str(data_path.resolve()), data_sha256=data_sha256,
+        eval_every=eval_every, checkpoint_every=checkpoint_every,
+    )  # fmt: skip
+    run = Run(trainer, get_preset(ckpt.preset), engine_name, resumed_from=ckpt_path)
+    if write:
+        run.dir = rundir.RunDir.reopen(ckpt_path.parent, ckpt.step, run.config_record())
+    return run
+
+
+def run_data_path(ckpt: ckpt_io.Checkpoint, data: str | os.PathLike | None = None) -> Path:
+    """The data file a run continues on: `data`, else the one it recorded, else the names."""
+    if data is not None:
+        return Path(data)
+    if ckpt.record.data_path is not None:
+        return Path(ckpt.record.data_path)
+    return default_names_path()
+
+
+def can_resume(ckpt: ckpt_io.Checkpoint, data: str | os.PathLike | None = None) -> bool:
+    """Whether `resume` has what it needs: Adam's moments and a data file to read."""
+    if ckpt.adam_m is None or ckpt.adam_v is None:
+        return False
+    if data is None and ckpt.record.data_path is None:
+        return True  # the names dataset
+    return Path(run_data_path(ckpt, data)).is_file()
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+def train(
+    run: Run,
+    *,
+    on_step: Callable[[StepResult], None] | None = None,
+    on_eval: Callable[[int, Evaluation, bool], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> bool:
+    """Train `run` to its last step (True) or until `should_stop` says so (False).
+
+    Writes through the run's directory, if it has one: a metrics line per step and per
+    evaluation, the best checkpoint at each new best validation loss, the latest every
+    checkpoint_every steps, at the end and when stopped. The hooks see the same results
+    (for printing). A diverged run raises TrainingError naming the last good checkpoint.
+    """
+    trainer, out = run.trainer, run.dir
+
+    def step_hook(result: StepResult) -> None:
+        if out is not None:
+            out.log({"step": result.step, "loss": result.loss, "lr": result.lr})
+        if on_step is not None:
+            on_step(result)
+
+    def eval_hook(step: int, evaluation: Evaluation, is_best: bool) -> None:
+        if out is not None:
+            out.log({"step": step, "val_loss": evaluation.loss,
+                     "val_bpc": evaluation.bits_per_char})  # fmt: skip
+            if is_best:
+                out.save(trainer.checkpoint(), best=True)
+        if on_eval is not None:
+            on_eval(step, evaluation, is_best)
+
+    def checkpoint_hook(reason: str) -> None:
+        if out is not None:
+            out.save(trainer.checkpoint())
+
+    try:
+        return run_loop(
+            trainer, eval_every=run.eval_every, checkpoint_every=run.checkpoint_every,
+            on_step=step_hook, on_eval=eval_hook, on_checkpoint=checkpoint_hook,
+            should_stop=should_stop,
+        )  # fmt: skip
+    except TrainingError as e:
+        if out is not None and out.saved_step is not None:
+            kept = f"the last good checkpoint, {out.latest} (step {out.saved_step}), is kept"
+        elif out is not None:
+            kept = "no checkpoint was written yet (add --checkpoint-every N to keep one)"
+        else:
+            kept = "nothing was saved (no --out DIR)"
+        raise TrainingError(f"{e}; {kept}") from None
+    finally:
+        if out is not None:
+            out.close()
+
+
+class StopSignals:
+    """Turns the first SIGINT/SIGTERM into a request to stop after the current step (so a
+    checkpoint can be written); a second SIGINT/SIGTERM quits at once (KeyboardInterrupt).
+
+        with StopSignals() as stop:
+            train(run, should_stop=stop.requested)
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> StopSignals:
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+# --- scoring and sampling a saved model -------------------------------------------------------
+
+
+def scoring_docs(ckpt: ckpt_io.Checkpoint, data: str | os.PathLike,
+                 doc_mode: str | None = None) -> list[str]:  # fmt: skip
+    """The documents a checkpoint is scored on in a file: split as the model was trained
+    (the doc mode its train config stores), or by `doc_mode`; in file order."""
+    mode = doc_mode or ckpt.train.doc_mode
+    docs = split_documents(read_text(data)[0], mode)
+    if not docs:
+        raise DataError(f"data file {str(data)!r} holds no documents")
+    return docs
+
+
+class Model:
+    """A checkpoint's model on an engine, with the random stream sampling continues.
+
+    Without a seed, sampling continues the run's saved random state, so the first samples
+    equal the ones `microgpt train` printed after training.
+    """
+
+    def __init__(self, ckpt: ckpt_io.Checkpoint, engine: Engine):
+        self.checkpoint = ckpt
+        self.engine = engine
+        self.tokenizer = ckpt.tokenizer
+        self.fingerprint = ckpt.docs_fingerprint()
+        self.rng = ckpt.rng()
+
+    def draw(
+        self,
+        num_samples: int | None = None,
+        *,
+        prompt: str = "",
+        temperature: float | None = None,
+        top_k: int | None = None,
+        max_new_tokens: int | None = None,
+        novel: bool = False,
+        min_length: int | None = None,
+        max_length: int | None = None,
+        max_tries: int | None = None,
+        seed: int | None = None,
+    ) -> Draw:
+        """A `Draw` (iterable of `Sample`s, with `tries` and `complete`), not yet run.
+
+        Defaults (num_samples, temperature) are the training run's: 20 samples at 0.5.
+        """
+        train = self.checkpoint.train
+        config = SampleConfig(
+            num_samples=train.num_samples if num_samples is None else num_samples,
+            temperature=train.temperature if temperature is None else temperature,
+            top_k=top_k, prompt=prompt, max_new_tokens=max_new_tokens, novel=novel,
+            min_length=min_length, max_length=max_length, max_tries=max_tries,
+        )  # fmt: skip
+        rng = self.rng if seed is None else random.Random(seed)
+        return Draw(self.engine, self.tokenizer, rng, config, self.fingerprint)
+
+    def sample(self, num_samples: int | None = None, **kwargs) -> list[str]:
+        """The samples' texts; keyword arguments as `draw`. May hold fewer than asked when
+        filters (novel, min_length, max_length) rejected every allowed try."""
+        return [s.text for s in self.draw(num_samples, **kwargs).run()]
+
+    def report(self, samples: list[Sample] | Draw) -> Report:
+        """Novelty, duplicates, lengths beside the training data's, log-prob per character
+        (and, for a Draw, how many tries the filters rejected)."""
+        if isinstance(samples, Draw):
+            return make_report(samples.samples, self.fingerprint, samples.tries, samples.rejected)
+        return make_report(samples, self.fingerprint)
+
+    def evaluate(
+        self,
+        data: str | os.PathLike | list[str],
+        doc_mode: str | None = None,
+        batch_size: int = 32,
+    ) -> Evaluation:
+        """Loss and bits per character over a file's documents (or a list of documents).
+
+        A file is split as the model was trained (its stored doc mode) unless `doc_mode`
+        says otherwise; `microgpt eval` scores through this same method.
+        """
+        if type(batch_size) is not int or batch_size < 1:
+            raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}")
+        docs = data if isinstance(data, list) else scoring_docs(self.checkpoint, data, doc_mode)
+        missing = self.tokenizer.unknown("".join(docs))
+        if missing:
+            where = "the documents" if isinstance(data, list) else str(data)
+            shown = ", ".join(repr(ch) for ch in missing[:10])
+            raise TokenizerError(f"{where} has characters not in the model's vocabulary: "
+                                 f"{shown}; evaluate on text like the training data")  # fmt: skip
+        return evaluate(self.engine, self.tokenizer, docs, batch_size=batch_size)
+
+
+def model_from_checkpoint(
+    ckpt: ckpt_io.Checkpoint, engine: EngineSpec | None = None, params=None
+) -> Model:
+    """`ckpt`'s model on an engine; `params` replaces its weights (e.g. dequantized ones)."""
+    engine_cls, _, dtype, kwargs = (engine or EngineSpec()).build()
+    weights = ckpt.params if params is None else params
+    eng = engine_cls(ckpt.model, ckpt.optim, ckpt.tokenizer.vocab_size, weights, dtype=dtype,
+                     **kwargs)  # fmt: skip
+    return Model(ckpt, eng)
+
+
+def load_model(path: str | os.PathLike, engine: EngineSpec | None = None) -> Model:
+    """Load a checkpoint onto an engine (the default engine unless `engine` names one)."""
+    return model_from_checkpoint(ckpt_io.load(path), engine)
