@@ -9,9 +9,10 @@ reference engine (`microgpt.ref`), which reproduces the original program bit for
 Importing the package is cheap: `load` and `Model` are imported on first use (PEP 562).
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 _API = ("load", "Model")
+__all__ = ["__version__", *_API]
 
 
 def __getattr__(name: str):

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import sys
 
-from . import __version__
 from .bench import add_bench_parser
 from .cli import add_eval_parser, add_sample_parser, add_train_parser
 from .export.cli import add_export_parser
 from .flags import ArgumentParser, UsageError, say
 from .runs import USER_ERRORS
 from .studio.cli import add_studio_parser
+from .version import __version__
 
 
 def build_parser() -> ArgumentParser:

@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, rundir
 from . import checkpoint as ckpt_io
+from . import rundir
 from .config import ConfigError, ModelConfig, OptimConfig, Preset, TrainConfig, get_preset, to_dict
 from .data import (
     DataError,
@@ -46,6 +46,7 @@ from .sample import Sample
 from .tokenizer import TokenizerError
 from .train import StepResult, Trainer, TrainingError, new_trainer, resume_trainer
 from .train import run as run_loop
+from .version import __version__
 
 # Mistakes a user can make, each with a one-line message saying what to do. Front ends
 # print them as `microgpt: error: <message>` and exit 2; anything else is a bug.

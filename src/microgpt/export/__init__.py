@@ -26,8 +26,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import __version__
 from .. import checkpoint as ckpt_io
+from ..version import __version__
 from .measure import PEAK_RSS, engine_loss, eval_docs
 from .quantize import QUANTIZATIONS, ExportError, Quantized, quantize
 from .standalone import render
