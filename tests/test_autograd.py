@@ -10,10 +10,36 @@ import pytest
 
 from microgpt.config import ModelConfig, OptimConfig, TrainConfig
 from microgpt.init import init_params
-from microgpt.ref.autograd import Value, topological_order, topological_order_recursive
+from microgpt.ref.autograd import Value, topological_order
 from microgpt.ref.model import RefEngine, sequence_losses
 from microgpt.tensor import Tensor
 from microgpt.train import new_trainer
+
+
+def topological_order_recursive(root: Value) -> list[Value]:
+    """The original's recursive sort, verbatim: the oracle for `topological_order`."""
+    topo = []
+    visited = set()
+
+    def build_topo(v):
+        if v not in visited:
+            visited.add(v)
+            for child in v._children:
+                build_topo(child)
+            topo.append(v)
+
+    build_topo(root)
+    return topo
+
+
+def test_every_node_names_its_operation():
+    """`_op` (micrograd's label) says which operation made each node; leaves have none."""
+    a, b = Value(2.0), Value(3.0)
+    assert (a + b)._op == "+" and (a * b)._op == "*" and (a**2)._op == "**2"
+    assert a.log()._op == "log" and a.exp()._op == "exp" and a.relu()._op == "relu"
+    assert a._op == "" and (a - b)._op == "+" and (-a)._op == "*" and (a / b)._op == "*"
+    assert (a / b)._children[1]._op == "**-1"
+
 
 # f(a, b) built from Value ops, and the same function on floats (the oracle for the forward).
 BINARY_OPS = {

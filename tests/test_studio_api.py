@@ -33,6 +33,7 @@ from microgpt.init import init_params
 from microgpt.sample import generate, probabilities
 from microgpt.studio.cli import build_session
 from microgpt.studio.server import StudioServer, split_host
+from microgpt.studio.trace import reference_attention
 from microgpt.tokenizer import Tokenizer
 
 TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8", "--seed", "7"]
@@ -205,7 +206,7 @@ def test_look_inside_equals_the_checkpoint_engine(serve, names_path, cli_run):
     inputs = tokens[:-1]
     assert d["tokens"] == ["BOS", "e", "m", "m", "a", "BOS"]
 
-    assert d["attention"] == engine.attention(inputs)
+    assert d["attention"] == reference_attention(ckpt.params, ckpt.model, inputs)
     n = len(inputs)
     for layer in d["attention"]:
         for head in layer:
@@ -407,10 +408,10 @@ def test_checkpoint_opens_where_training_ended(serve, names_path, cli_run):
     state = json.loads(payload)
     assert state["step"] == STEPS and state["num_steps"] == STEPS and state["can_train"]
     ckpt = ckpt_io.load(out / "model.safetensors")
-    engine = load_engine("ref")(ckpt.model, ckpt.optim, len(ckpt.uchars) + 1, ckpt.params)
     _, d = client.post("/api/inspect", {"text": "ava", "temperature": 1.0})
     tok = ckpt.tokenizer
-    assert d["attention"] == engine.attention(tok.doc_tokens("ava")[:-1])
+    assert d["attention"] == reference_attention(ckpt.params, ckpt.model,
+                                                 tok.doc_tokens("ava")[:-1])  # fmt: skip
 
 
 def test_checkpoint_continues_as_cli_resume(serve, names_path, cli_run, tmp_path, cli_env):
@@ -614,28 +615,48 @@ def test_val_loss_is_the_held_out_tail(serve, names_path, cli_run):
     assert val[-1]["loss"] == pytest.approx(expected, rel=1e-12)
 
 
-def test_attention_falls_back_to_the_reference_engine():
-    """An engine without `attention` still gets heatmaps: the reference engine's, on the same
-    weights (here the oracle is a reference engine built independently from them)."""
+def test_attention_falls_back_to_the_traced_reference_forward():
+    """An engine without `attention` (the reference engine keeps its weights to itself) still
+    gets heatmaps: the traced reference forward's, on the same weights. The oracle is the
+    NumPy engine's attention, computed independently from them."""
     from microgpt.config import OptimConfig
     from microgpt.studio import views
-
-    ref_cls = load_engine("ref")
-
-    class Blind(ref_cls):
-        name = "blind"
-
-        def attention(self, tokens):
-            raise NotImplementedError
 
     tok = Tokenizer.from_docs(["emma", "ava", "olivia"])
     model = ModelConfig(n_embd=8, n_head=2, block_size=8)
     params = init_params(model, tok.vocab_size, random.Random(0))
-    d = views.look_inside(Blind(model, OptimConfig(), tok.vocab_size, params), tok, "ava", 1.0)
-    expected = ref_cls(model, OptimConfig(), tok.vocab_size, params).attention(
+    ref = load_engine("ref")(model, OptimConfig(), tok.vocab_size, params)
+    d = views.look_inside(ref, tok, "ava", 1.0)
+    expected = load_engine("numpy")(model, OptimConfig(), tok.vocab_size, params).attention(
         tok.doc_tokens("ava")[:-1]
     )
-    assert d["attention_engine"] == "ref" and d["attention"] == expected
+    assert d["attention_engine"] == "ref"
+    for layer, layer_np in zip(d["attention"], expected, strict=True):
+        for head, head_np in zip(layer, layer_np, strict=True):
+            for row, row_np in zip(head, head_np, strict=True):
+                assert row == pytest.approx(row_np, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize("preset", ["final", "first"])
+@pytest.mark.parametrize("n_layer", [1, 2])
+def test_the_traced_forward_is_the_reference_forward_bit_for_bit(preset, n_layer):
+    """studio.trace.traced_gpt repeats ref.model.gpt to record what it sees; its logits are
+    gpt's exactly, so the attention it records is the reference engine's."""
+    from microgpt.config import get_preset
+    from microgpt.ref.model import gpt
+    from microgpt.studio.trace import Trace, traced_gpt, value_state_dict
+
+    model = dataclasses.replace(get_preset(preset).model, n_layer=n_layer, n_embd=8, n_head=2)
+    params = init_params(model, 7, random.Random(n_layer))
+    a_sd, b_sd = value_state_dict(params), value_state_dict(params)
+    a_kv = [[] for _ in range(n_layer)], [[] for _ in range(n_layer)]
+    b_kv = [[] for _ in range(n_layer)], [[] for _ in range(n_layer)]
+    trace = Trace.empty(model)
+    for pos, tok in enumerate([6, 1, 2, 3, 1, 0]):
+        want = [v.data for v in gpt(tok, pos, *a_kv, a_sd, model)]
+        got = [v.data for v in traced_gpt(tok, pos, *b_kv, b_sd, model, trace)]
+        assert got == want
+    assert [len(rows) for rows in trace.attention[0]] == [6, 6]
 
 
 def test_event_log_resume_rules():

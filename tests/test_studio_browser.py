@@ -21,6 +21,7 @@ from microgpt.__main__ import build_parser
 from microgpt.sample import probabilities
 from microgpt.studio.cli import build_session
 from microgpt.studio.server import StudioServer
+from microgpt.studio.trace import reference_attention
 
 CHROMIUM = os.environ.get("MICROGPT_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
@@ -145,7 +146,8 @@ def test_look_inside_shows_the_engine_numbers(browser, studio, shots):
         tok = session.run.trainer.tokenizer
         inputs = tok.doc_tokens("olivia")[:-1][: session.engine.config.block_size]
         n = len(inputs)
-        attention = session.engine.attention(inputs)
+        attention = reference_attention(session.engine.parameters(), session.engine.config,
+                                        inputs)  # the ref engine's, through its traced forward
         for li, layer in enumerate(attention):
             for h, rows in enumerate(layer):
                 svg = f"svg.attn[data-layer='{li}'][data-head='{h}']"

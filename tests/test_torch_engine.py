@@ -23,6 +23,7 @@ from microgpt.config import PRESETS, ModelConfig  # noqa: E402
 from microgpt.engine import EngineError, load_engine  # noqa: E402
 from microgpt.init import init_params  # noqa: E402
 from microgpt.ref.model import RefEngine  # noqa: E402
+from microgpt.studio.trace import reference_attention  # noqa: E402
 from microgpt.torch_engine import TorchEngine  # noqa: E402
 from microgpt.train import Trainer, new_trainer  # noqa: E402
 
@@ -113,7 +114,8 @@ def test_inference_parity_and_kv_cache(preset, device):
         for a, b, c in zip(row_ref, row_full, row_step, strict=True):
             assert abs(a - b) <= 1e-10 * max(1.0, abs(a))
             assert abs(b - c) <= 1e-12 * max(1.0, abs(b))
-    att_ref, att_fast = ref.attention(tokens), fast.attention(tokens)
+    att_ref = reference_attention(ref.parameters(), ref.config, tokens)  # the traced forward
+    att_fast = fast.attention(tokens)
     assert len(att_fast) == model.n_layer and len(att_fast[0]) == model.n_head
     for layer_ref, layer_fast in zip(att_ref, att_fast, strict=True):
         for head_ref, head_fast in zip(layer_ref, layer_fast, strict=True):

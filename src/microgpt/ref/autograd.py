@@ -2,9 +2,11 @@
 
 This is the original microgpt's `Value`, unchanged in its arithmetic: every node keeps its
 children and the local derivative with respect to each, and `backward` walks the graph in
-reverse topological order. One change: the topological sort is an explicit-stack walk that
-visits nodes in exactly the order of the original's recursive `build_topo`, so deep graphs
-(more layers, wider models) no longer hit Python's recursion limit.
+reverse topological order. Two additions that change no number: each node records the
+operation that made it (`_op`, as micrograd's Value does), so a picture of the graph can
+name it; and the topological sort is an explicit-stack walk that visits nodes in exactly the
+order of the original's recursive `build_topo`, so deep graphs (more layers, wider models)
+no longer hit Python's recursion limit.
 """
 
 from __future__ import annotations
@@ -13,33 +15,34 @@ import math
 
 
 class Value:
-    __slots__ = ("data", "grad", "_children", "_local_grads")  # Python optimization for memory
+    __slots__ = ("data", "grad", "_children", "_local_grads", "_op")  # Python memory optimization
 
-    def __init__(self, data, children=(), local_grads=()):
+    def __init__(self, data, children=(), local_grads=(), op=""):
         self.data = data  # scalar value of this node calculated during forward pass
         self.grad = 0  # derivative of the loss w.r.t. this node, calculated in backward pass
         self._children = children  # children of this node in the computation graph
         self._local_grads = local_grads  # local derivative of this node w.r.t. its children
+        self._op = op  # the operation that made this node ("" for a leaf), as in micrograd
 
     def __add__(self, other):
         other = other if isinstance(other, Value) else Value(other)
-        return Value(self.data + other.data, (self, other), (1, 1))
+        return Value(self.data + other.data, (self, other), (1, 1), "+")
 
     def __mul__(self, other):
         other = other if isinstance(other, Value) else Value(other)
-        return Value(self.data * other.data, (self, other), (other.data, self.data))
+        return Value(self.data * other.data, (self, other), (other.data, self.data), "*")
 
     def __pow__(self, other):
-        return Value(self.data**other, (self,), (other * self.data ** (other - 1),))
+        return Value(self.data**other, (self,), (other * self.data ** (other - 1),), f"**{other}")
 
     def log(self):
-        return Value(math.log(self.data), (self,), (1 / self.data,))
+        return Value(math.log(self.data), (self,), (1 / self.data,), "log")
 
     def exp(self):
-        return Value(math.exp(self.data), (self,), (math.exp(self.data),))
+        return Value(math.exp(self.data), (self,), (math.exp(self.data),), "exp")
 
     def relu(self):
-        return Value(max(0, self.data), (self,), (float(self.data > 0),))
+        return Value(max(0, self.data), (self,), (float(self.data > 0),), "relu")
 
     def __neg__(self):
         return self * -1
@@ -99,20 +102,4 @@ def topological_order(root: Value) -> list[Value]:
         else:  # every child is done: the node is finished, as when build_topo returns
             stack.pop()
             topo.append(node)
-    return topo
-
-
-def topological_order_recursive(root: Value) -> list[Value]:
-    """The original's recursive sort, kept as the oracle for `topological_order`."""
-    topo = []
-    visited = set()
-
-    def build_topo(v):
-        if v not in visited:
-            visited.add(v)
-            for child in v._children:
-                build_topo(child)
-            topo.append(v)
-
-    build_topo(root)
     return topo

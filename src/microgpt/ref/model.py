@@ -39,7 +39,7 @@ def rmsnorm(x):
     return [xi * scale for xi in x]
 
 
-def gpt(token_id, pos_id, keys, values, state_dict, config: ModelConfig, attn_out=None):
+def gpt(token_id, pos_id, keys, values, state_dict, config: ModelConfig):
     n_layer, n_head, head_dim = config.n_layer, config.n_head, config.head_dim
     tok_emb = state_dict["wte"][token_id]  # token embedding
     pos_emb = state_dict["wpe"][pos_id]  # position embedding
@@ -66,8 +66,6 @@ def gpt(token_id, pos_id, keys, values, state_dict, config: ModelConfig, attn_ou
                 for t in range(len(k_h))
             ]
             attn_weights = softmax(attn_logits)
-            if attn_out is not None:  # for a look inside (studio), not part of the original
-                attn_out[li][h] = [w.data for w in attn_weights]
             head_out = [
                 sum(attn_weights[t] * v_h[t][j] for t in range(len(v_h))) for j in range(head_dim)
             ]
@@ -182,18 +180,6 @@ class RefEngine(Engine):
     def forward(self, tokens):
         cache = self.new_cache()
         return [self.decode(cache, tok, pos) for pos, tok in enumerate(tokens)]
-
-    def attention(self, tokens):
-        cache = self.new_cache()
-        H = self.config.n_head
-        out = [[[] for _ in range(H)] for _ in range(self.config.n_layer)]
-        for pos, tok in enumerate(tokens):
-            row = [[None] * H for _ in range(self.config.n_layer)]
-            gpt(tok, pos, *cache, self.state_dict, self.config, attn_out=row)
-            for li in range(self.config.n_layer):
-                for h in range(H):
-                    out[li][h].append(row[li][h])
-        return out
 
     def new_cache(self):
         return [[] for _ in range(self.config.n_layer)], [[] for _ in range(self.config.n_layer)]

@@ -45,16 +45,15 @@ def log_softmax_at(logits: list[float], target: int) -> float:
 
 
 def attention_weights(engine: Engine, tokens: list[int]) -> tuple[list, str]:
-    """The engine's attention weights; for an engine that does not expose them, the
-    reference engine's on the same weights (the same function, so the same numbers)."""
+    """The engine's attention weights; for an engine that does not expose them (the
+    reference engine keeps them to itself), the traced reference forward's on the same
+    weights (the same function, so the same numbers)."""
     try:
         return engine.attention(tokens), engine.name
     except NotImplementedError:
-        from ..engine import load_engine
+        from .trace import reference_attention
 
-        ref = load_engine("ref")(engine.config, engine.optim, engine.vocab_size,
-                                 engine.parameters())  # fmt: skip
-        return ref.attention(tokens), ref.name
+        return reference_attention(engine.parameters(), engine.config, tokens), "ref"
 
 
 def look_inside(engine: Engine, tokenizer: Tokenizer, text: str, temperature: float) -> dict:
@@ -143,24 +142,10 @@ def embeddings_2d(engine: Engine, tokenizer: Tokenizer) -> dict:
 
 
 def op_of(node, param_names: dict[int, str]) -> str:
-    """Which operation made a `Value`. The Value records only children and local gradients,
-    so the operation is read back from them (exactly: each test recomputes the op)."""
-    ch, lg = node._children, node._local_grads
-    if not ch:
-        return "param" if id(node) in param_names else "const"
-    if len(ch) == 2:
-        a, b = ch
-        if lg == (1, 1) and node.data == a.data + b.data:
-            return "+"
-        return "*"
-    (c,) = ch
-    if isinstance(lg[0], float) and lg[0] in (0.0, 1.0) and node.data == max(0, c.data):
-        return "relu"
-    if node.data == math.exp(c.data) and lg[0] == node.data:
-        return "exp"
-    if isinstance(c.data, float) and c.data > 0 and node.data == math.log(c.data):
-        return "log"
-    return "pow"
+    """Which operation made a `Value`: its `_op` label; a leaf is a weight or a constant."""
+    if node._op:
+        return node._op if not node._op.startswith("**") else "pow"
+    return "param" if id(node) in param_names else "const"
 
 
 class Graph:
