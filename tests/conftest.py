@@ -1,5 +1,7 @@
 """Shared fixtures. Tests never download: the names dataset comes from ../shared/data when
-present (the team's machines), else from the user's cache, else the test is skipped."""
+present (the team's machines), else from the user's cache, else the test is skipped. The
+original program's printed outputs (facts: its losses and samples) live in tests/reference,
+so the bit-exact tests run in a fresh clone."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-REFERENCE = SHARED / "reference"
+REFERENCE = Path(__file__).resolve().parent / "reference"
 
 
 def _find_data(name: str) -> Path | None:
@@ -38,21 +40,25 @@ def shakespeare_path() -> Path:
     return path
 
 
-def reference_lines(preset: str) -> list[str]:
-    """The original program's output for a preset, with the ` | exact ...` suffix removed."""
-    path = REFERENCE / f"microgpt_{preset}_seed42.txt"
-    if not path.is_file():
-        pytest.skip(f"reference output {path} not found")
-    return [line.split(" | exact")[0] for line in path.read_text().splitlines()]
+class Reference:
+    """The original program's output for each preset (final, first), seed 42."""
+
+    def text(self, preset: str) -> str:
+        return (REFERENCE / f"microgpt_{preset}_seed42.txt").read_text()
+
+    def lines(self, preset: str) -> list[str]:
+        """What the original prints, line for line (the ` | exact ...` suffix removed)."""
+        return [line.split(" | exact")[0] for line in self.text(preset).splitlines()]
+
+    def losses(self, preset: str) -> list[float]:
+        """The exact loss of every step (repr-exact floats)."""
+        lines = self.text(preset).splitlines()
+        return [float(line.split("exact ")[1]) for line in lines if "exact" in line]
 
 
-def reference_losses(preset: str) -> list[float]:
-    """The exact loss of every step of the original run (repr-exact floats)."""
-    path = REFERENCE / f"microgpt_{preset}_seed42.txt"
-    if not path.is_file():
-        pytest.skip(f"reference output {path} not found")
-    lines = path.read_text().splitlines()
-    return [float(line.split("exact ")[1]) for line in lines if "exact" in line]
+@pytest.fixture(scope="session")
+def reference() -> Reference:
+    return Reference()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import subprocess
 import sys
 
 import pytest
-from conftest import reference_lines, reference_losses
 
 from microgpt.config import get_preset
 from microgpt.data import load_docs
@@ -28,7 +27,9 @@ def run_cli(args, env, timeout=600) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("preset", ["final", "first"])
-def test_default_engine_reproduces_reference_output(preset, names_path, cli_env, tmp_path):
+def test_default_engine_reproduces_reference_output(
+    preset, names_path, cli_env, tmp_path, reference
+):
     """`microgpt train` with the default (numpy) engine prints the original's every line:
     each 4-decimal loss and the same 20 samples. (About a second: not marked slow.)"""
     args = ["train", "--data", str(names_path), "--out", str(tmp_path / "run")]
@@ -36,10 +37,10 @@ def test_default_engine_reproduces_reference_output(preset, names_path, cli_env,
         args += ["--preset", preset]
     proc = run_cli(args, cli_env)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == reference_lines(preset)
+    assert proc.stdout.splitlines() == reference.lines(preset)
     # beyond the 4 printed decimals: every step's full loss within 1e-10 of the original's
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
-    exact = reference_losses(preset)
+    exact = reference.losses(preset)
     assert [m["step"] for m in metrics] == list(range(1, len(exact) + 1))
     for m, want in zip(metrics, exact, strict=True):
         assert abs(m["loss"] - want) <= 1e-10 * want, m

@@ -1,4 +1,4 @@
-"""The reference engine against the original program's own output (../shared/reference)."""
+"""The reference engine against the original program's own output (tests/reference)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-from conftest import reference_lines, reference_losses
 
 from microgpt import checkpoint as ckpt_io
 from microgpt.config import get_preset
@@ -29,7 +28,7 @@ def microgpt(*args, env, check=True) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("preset,params", [("final", 4192), ("first", 4064)])
-def test_first_steps_are_bit_exact(preset, params, names_path):
+def test_first_steps_are_bit_exact(preset, params, names_path, reference):
     """The quick oracle: the first steps' losses are `==` to the original's, to the last bit."""
     p = get_preset(preset)
     rng = random.Random(p.train.seed)
@@ -37,20 +36,20 @@ def test_first_steps_are_bit_exact(preset, params, names_path):
     trainer = new_trainer(RefEngine, docs, p.model, p.optim, p.train, rng)
     assert len(docs) == 32033 and trainer.tokenizer.vocab_size == 27
     assert num_params(p.model, trainer.tokenizer.vocab_size) == params
-    expected = reference_losses(preset)[:8]
+    expected = reference.losses(preset)[:8]
     assert [trainer.step().loss for _ in expected] == expected
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["final", "first"])
-def test_train_cli_reproduces_the_original(preset, names_path, tmp_path, cli_env):
+def test_train_cli_reproduces_the_original(preset, names_path, tmp_path, cli_env, reference):
     out = tmp_path / "run"
     proc = microgpt("train", "--engine", "ref", "--preset", preset, "--data", names_path,
                     "--out", out, env=cli_env)
-    expected = reference_lines(preset)
+    expected = reference.lines(preset)
     assert proc.stdout.splitlines() == expected  # `diff` against the original is empty
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [m["loss"] for m in metrics] == reference_losses(preset)  # `==`, every step
+    assert [m["loss"] for m in metrics] == reference.losses(preset)  # `==`, every step
     assert [m["step"] for m in metrics] == list(range(1, len(metrics) + 1))
 
     # Without --seed, `sample` continues the saved random stream: the original's samples.

@@ -16,7 +16,6 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the torch engine needs torch (pip install torch)")
 
-from conftest import reference_lines  # noqa: E402
 
 from microgpt import checkpoint as ckpt_io  # noqa: E402
 from microgpt.config import PRESETS, ModelConfig  # noqa: E402
@@ -254,21 +253,21 @@ def run_cli(args, env):
 
 @pytest.mark.slow  # ~15 s a preset on 2 shared cores
 @pytest.mark.parametrize("preset", ["final", "first"])
-def test_default_run_prints_the_originals_lines(names_path, cli_env, tmp_path, preset):
+def test_default_run_prints_the_originals_lines(names_path, cli_env, tmp_path, preset, reference):
     """The whole original run (1000 / 500 steps) on the torch engine prints the original's
     lines: every loss to 4 decimals and the 20 samples."""
     out = tmp_path / "run"
     proc = run_cli(["train", "--engine", "torch", "--device", "cpu", "--preset", preset,
                     "--data", str(names_path), "--out", str(out)], cli_env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == reference_lines(preset)
+    assert proc.stdout.splitlines() == reference.lines(preset)
     assert "torch engine on cpu (float64)" in proc.stderr and "tokens/s" in proc.stderr
     # the checkpoint samples the same on the reference engine, and on torch
     for engine in ("ref", "torch"):
         sample = run_cli(["sample", "--checkpoint", str(out / "model.safetensors"),
                           "--engine", engine], cli_env)  # fmt: skip
         assert sample.returncode == 0, sample.stderr
-        assert sample.stdout.splitlines() == reference_lines(preset)[-20:]
+        assert sample.stdout.splitlines() == reference.lines(preset)[-20:]
 
 
 def test_device_flag_needs_the_torch_engine(cli_env, tmp_path):

@@ -15,8 +15,8 @@ from one 128-bit BLAKE2b digest by double hashing, h1 + i*h2 mod m (Kirsch & Mit
 2006, "Less hashing, same performance"), so the fingerprint is the same on every machine.
 
 >>> fp = Fingerprint.from_docs(["emma", "olivia", "ava"])
->>> "emma" in fp, fp.num_docs, fp.length_counts
-(True, 3, {3: 1, 4: 1, 6: 1})
+>>> "emma" in fp, "emily" in fp, fp.num_docs, sorted(fp.length_counts.items())
+(True, False, 3, [(3, 1), (4, 1), (6, 1)])
 >>> Fingerprint.from_json(fp.to_json()).bits == fp.bits
 True
 """
