@@ -28,7 +28,7 @@ def test_torch_engine_without_torch_says_how_to_install(no_torch):
     with pytest.raises(EngineError) as e:
         load_engine("torch")
     assert str(e.value) == (
-        "the torch engine needs the 'torch' package; install it with: pip install 'microgpt[torch]'"
+        "the torch engine needs the 'torch' package; install it with: pip install 'microgpt-lab[torch]'"
     )
 
 
@@ -39,7 +39,7 @@ def test_cli_without_torch_is_one_line(no_torch, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err == (
         "microgpt: error: the torch engine needs the 'torch' package; "
-        "install it with: pip install 'microgpt[torch]'\n"
+        "install it with: pip install 'microgpt-lab[torch]'\n"
     )
 
 

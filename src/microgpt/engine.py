@@ -21,7 +21,7 @@ from .tensor import Tensor
 ENGINES: dict[str, tuple[str, str, str]] = {
     "ref": ("microgpt.ref.model", "RefEngine", ""),
     "numpy": ("microgpt.numpy_engine.model", "NumpyEngine", "pip install numpy"),
-    "torch": ("microgpt.torch_engine.model", "TorchEngine", "pip install 'microgpt[torch]'"),
+    "torch": ("microgpt.torch_engine.model", "TorchEngine", "pip install 'microgpt-lab[torch]'"),
 }
 
 # The default engine: the first of these that loads here (the reference engine always does).

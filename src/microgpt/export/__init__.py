@@ -6,7 +6,7 @@
     print(report.table())
 
 The standalone file (`fmt="py"`) needs only Python's standard library; the ONNX file needs
-the `onnx` package to build (`pip install 'microgpt[onnx]'`) and any ONNX runtime to run.
+the `onnx` package to build (`pip install 'microgpt-lab[onnx]'`) and any ONNX runtime to run.
 Both are measured as they are written: bytes, the mean loss per token of the exported
 weights against the original's on a data file, and sampling speed and peak memory. The
 numbers go into the report and, for the standalone file, into its header.
