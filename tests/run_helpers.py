@@ -1,11 +1,15 @@
-"""Helpers for the run / resume / bad-input tests: engines to parametrize over, a CLI runner
-in a subprocess, and snapshots of a directory tree."""
+"""Helpers for the run / resume / bad-input tests: engines to parametrize over, the CLI in
+this process (`main_cli`) or in a fresh interpreter (`cli`, for signals, kills and terminals),
+and snapshots of a directory tree."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,6 +30,46 @@ def require_engine(name: str) -> str:
     except EngineError as e:
         pytest.skip(f"engine {name!r} unavailable: {e}")
     return name
+
+
+@dataclass
+class Result:
+    """What a command did, as subprocess.CompletedProcess reports it."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@contextlib.contextmanager
+def environment(env: dict[str, str] | None):
+    """os.environ with `env`'s differing entries set, restored afterwards."""
+    changed = {k: v for k, v in (env or {}).items() if os.environ.get(k) != v}
+    saved = {k: os.environ.get(k) for k in changed}
+    os.environ.update(changed)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def main_cli(args: list[str], env: dict[str, str] | None = None) -> Result:
+    """`microgpt ARGS` through `microgpt.__main__.main` in this process: the same exit status,
+    stdout and stderr as the real command, without an interpreter's start-up. An exception
+    (a traceback in the real command) propagates and fails the test."""
+    from microgpt.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with environment(env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse's errors and --help
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    return Result(code, out.getvalue(), err.getvalue())
 
 
 def cli(args: list[str], env: dict[str, str], **kw) -> subprocess.CompletedProcess:

@@ -1,9 +1,11 @@
 """Bad input everywhere: every case ends with exit status 2, exactly one line on stderr
 ("microgpt: error: ..." naming the problem), no traceback, and no existing file changed.
 
-Each case runs the real command in a fresh interpreter. The workspace (data files, a finished
-run, broken checkpoints) is built once; a snapshot of every file's bytes and mode before and
-after each case is the oracle for "nothing was lost or overwritten".
+Each case runs the command's `main` in this process (an exception, a traceback in the real
+command, fails the test); a few cases also run the real command in a fresh interpreter, to
+show the two agree. The workspace (data files, a finished run, broken checkpoints) is built
+once; a snapshot of every file's bytes and mode before and after each case is the oracle
+for "nothing was lost or overwritten".
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from run_helpers import ENGINE_NAMES, TINY, cli, require_engine, snapshot
+from run_helpers import ENGINE_NAMES, TINY, cli, main_cli, require_engine, snapshot
 
 from microgpt import checkpoint as ckpt_io
 
@@ -35,7 +37,7 @@ def ws(tmp_path_factory):
     (root / "emptydir").mkdir()
     (root / "afile").write_text("not a directory\n")
     run = root / "run"
-    r = cli(
+    r = main_cli(
         [
             "train",
             "--data",
@@ -204,12 +206,11 @@ def test_at_least_25_cases():
     assert len(CASES) >= 25
 
 
-@pytest.mark.parametrize("argv, phrase", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input(ws, argv, phrase):
+def check_bad_input(ws, argv, phrase, run) -> None:
     root, env = ws
     argv = [a.replace("{ws}", str(root)) for a in argv]
     before = snapshot(root)
-    r = cli(argv, env)
+    r = run(argv, env)
     after = snapshot(root)
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "Traceback" not in r.stderr
@@ -221,6 +222,22 @@ def test_bad_input(ws, argv, phrase):
         assert after.get(path) == content, f"{path} changed or vanished"
 
 
+@pytest.mark.parametrize("argv, phrase", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input(ws, argv, phrase):
+    check_bad_input(ws, argv, phrase, main_cli)
+
+
+# one case of each kind (usage, data, run directory, checkpoint) in the real command
+IN_A_PROCESS = ["batch-size-zero", "data-missing", "out-holds-a-run", "resume-broken-checkpoint",
+                "unknown-flag"]
+
+
+@pytest.mark.parametrize("name", IN_A_PROCESS)
+def test_bad_input_in_a_fresh_interpreter(ws, name):
+    (argv, phrase), = [c[1:] for c in CASES if c[0] == name]
+    check_bad_input(ws, argv, phrase, cli)
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
 def test_unreadable_data_file(ws):
     root, env = ws
@@ -228,7 +245,7 @@ def test_unreadable_data_file(ws):
     path.write_text(NAMES)
     path.chmod(0)
     try:
-        r = cli(T("--data", str(path)), env)
+        r = main_cli(T("--data", str(path)), env)
     finally:
         path.chmod(0o644)
     assert r.returncode == 2 and r.stderr.count("\n") == 1
@@ -241,7 +258,7 @@ def test_nan_run_keeps_its_last_good_checkpoint(ws, engine):
     finite state, and it loads (the loader refuses NaN, so loading is the check)."""
     root, env = ws
     out = root / f"nan_ckpt_{require_engine(engine)}"
-    r = cli(
+    r = main_cli(
         [
             "train",
             "--engine",

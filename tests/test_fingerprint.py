@@ -68,18 +68,13 @@ def test_malformed_fingerprint_is_refused(bad, tmp_path):
 
 
 def test_corrupt_fingerprint_in_a_checkpoint_is_a_one_line_error(tmp_path, cli_env):
-    import subprocess
-    import sys
-
+    from run_helpers import main_cli
     from test_sample import TINY, build_checkpoint
 
     path = build_checkpoint(tmp_path / "m.safetensors", ["ab", "ba"], TINY, steps=1)
     ckpt = ckpt_io.load(path)
     ckpt.record = dataclasses.replace(ckpt.record, fingerprint="{broken")
     ckpt_io.save(path, ckpt)
-    r = subprocess.run(
-        [sys.executable, "-m", "microgpt", "sample", "--checkpoint", str(path), "--novel"],
-        capture_output=True, text=True, env=cli_env,
-    )  # fmt: skip
+    r = main_cli(["sample", "--checkpoint", str(path), "--novel"], cli_env)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "malformed training-documents fingerprint" in r.stderr

@@ -8,10 +8,9 @@ import importlib.util
 import json
 import math
 import random
-import subprocess
-import sys
 
 import pytest
+from run_helpers import cli, main_cli
 
 from microgpt.config import get_preset
 from microgpt.data import load_docs
@@ -19,11 +18,9 @@ from microgpt.numpy_engine.model import NumpyEngine
 from microgpt.train import new_trainer
 
 
-def run_cli(args, env, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "microgpt", *args],
-        capture_output=True, text=True, env=env, timeout=timeout,
-    )  # fmt: skip
+def run_cli(args, env):
+    """`microgpt ARGS` in this process (bench still measures in fresh processes of its own)."""
+    return main_cli(args, env)
 
 
 @pytest.mark.parametrize("preset", ["final", "first"])
@@ -92,7 +89,8 @@ def test_ref_engine_refuses_float32(names_path, cli_env):
 def test_bench_quick_reports_every_field(names_path, cli_env):
     """A smoke run of the benchmark: the table and the JSON line, with every field (no time
     is checked, only that it was measured); the engines agree on the loss they reach."""
-    proc = run_cli(["bench", "--quick", "--data", str(names_path)], cli_env)
+    # a fresh interpreter: bench limits BLAS to one thread before NumPy loads
+    proc = cli(["bench", "--quick", "--data", str(names_path)], cli_env)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert any(line.startswith("BLAS threads: 1") for line in lines)

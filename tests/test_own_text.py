@@ -15,7 +15,7 @@ import sys
 import termios
 
 import pytest
-from run_helpers import TINY, cli, require_engine
+from run_helpers import TINY, cli, main_cli, require_engine
 
 from microgpt import checkpoint as ckpt_io
 from microgpt.config import ModelConfig, OptimConfig, TrainConfig
@@ -88,7 +88,7 @@ def test_validation_split_is_the_tail_of_the_seeded_shuffle(names_path, tmp_path
     """The held-out documents are the last round(F * n) of the seed-42 shuffle; their loss in
     metrics.jsonl is the loss of the saved model on exactly those documents."""
     out = tmp_path / "run"
-    r = cli(
+    r = main_cli(
         [
             "train",
             "--data",
@@ -134,7 +134,7 @@ def test_validation_split_is_the_tail_of_the_seeded_shuffle(names_path, tmp_path
 def test_unicode_text_trains_and_samples(tmp_path, cli_env):
     data = tmp_path / "poem.txt"
     data.write_text(TEXT * 3, encoding="utf-8")
-    r = cli(
+    r = main_cli(
         [
             "train",
             "--data",
@@ -172,9 +172,9 @@ def test_force_replaces_a_run_and_its_stale_files(tmp_path, cli_env, names_path)
         str(out),
         "--quiet",
     ]
-    assert cli([*base, "--val-fraction", "0.001"], cli_env).returncode == 0
+    assert main_cli([*base, "--val-fraction", "0.001"], cli_env).returncode == 0
     assert (out / "best.safetensors").exists()
-    r = cli([*base, "--force"], cli_env)
+    r = main_cli([*base, "--force"], cli_env)
     assert r.returncode == 0, r.stderr
     assert not (out / "best.safetensors").exists()  # it belonged to the replaced run
     assert r.stderr == ""  # --quiet
@@ -240,7 +240,7 @@ def test_tinyshakespeare_recipe_end_to_end(shakespeare_path, tmp_path, cli_env):
     it runs, evaluates, keeps the best checkpoint, and learns (val loss well below uniform)."""
     require_engine("numpy")
     out = tmp_path / "shakespeare"
-    r = cli(
+    r = main_cli(
         [
             "train",
             "--engine",

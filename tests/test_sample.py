@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from run_helpers import cli, main_cli
 
 from microgpt import checkpoint as ckpt_io
 from microgpt.config import ConfigError, ModelConfig, OptimConfig, TrainConfig
@@ -91,10 +92,7 @@ def softmax(logits: list[float], temperature: float = 1.0) -> list[float]:
     return [e / total for e in exps]
 
 
-def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "microgpt", *args], capture_output=True, text=True, env=env
-    )
+run_cli = main_cli  # `microgpt ARGS` in this process; `cli` runs a fresh interpreter
 
 
 # --- greedy, top-k, seeds --------------------------------------------------------------------
@@ -157,7 +155,7 @@ def test_seed_reproduces_within_and_across_engines(tiny_ckpt, engine):
 
 def test_seed_reproduces_across_cli_runs(tiny_ckpt, cli_env):
     args = ["sample", "--checkpoint", str(tiny_ckpt), "--seed", "5", "--num-samples", "8"]
-    a, b = run_cli(args, cli_env), run_cli(args, cli_env)
+    a, b = cli(args, cli_env), cli(args, cli_env)  # two processes: nothing hangs on the hash seed
     assert a.returncode == 0, a.stderr
     assert a.stdout == b.stdout and len(a.stdout.splitlines()) == 8
 
@@ -445,7 +443,7 @@ def test_import_is_cheap_and_api_is_lazy():
         "print(before, after, 'numpy' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['microgpt'] True False"
+    assert out.stdout.strip() == "['microgpt', 'microgpt.version'] True False"
 
 
 def test_api_equals_cli(tiny_ckpt, cli_env):

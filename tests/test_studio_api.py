@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from run_helpers import main_cli
 
 from microgpt import checkpoint as ckpt_io
 from microgpt.__main__ import build_parser
@@ -157,9 +158,9 @@ def steps_done(n):
 def cli_run(tmp_path_factory, names_path):
     """`microgpt train --out D` with the studio's flags, engine ref."""
     out = tmp_path_factory.mktemp("cli") / "run"
-    cmd = [sys.executable, "-m", "microgpt", "train", "--engine", "ref", "--data", str(names_path),
-           "--steps", str(STEPS), *TINY, "--num-samples", "1", "--out", str(out)]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
+    r = main_cli(["train", "--engine", "ref", "--data", str(names_path), "--steps", str(STEPS),
+                  *TINY, "--num-samples", "1", "--out", str(out)])  # fmt: skip
+    assert r.returncode == 0, r.stderr
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return out, metrics
 
@@ -419,9 +420,9 @@ def test_checkpoint_continues_as_cli_resume(serve, names_path, cli_run, tmp_path
     out, _ = cli_run
     run = tmp_path / "run"
     shutil.copytree(out, run)
-    cmd = [sys.executable, "-m", "microgpt", "train", "--resume", str(run), "--steps",
-           str(STEPS + 5), "--engine", "ref", "--data", str(names_path)]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300, env=cli_env)
+    r = main_cli(["train", "--resume", str(run), "--steps", str(STEPS + 5), "--engine", "ref",
+                  "--data", str(names_path)], cli_env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     expected = [m["loss"] for m in metrics if "loss" in m][STEPS:]
     args = build_parser().parse_args(["studio", "--checkpoint", str(out / "model.safetensors"),
@@ -572,8 +573,7 @@ def test_command_prints_its_url_and_serves(names_path, cli_env):
 
 
 def test_command_errors_are_one_line(names_path, cli_env):
-    base = [sys.executable, "-m", "microgpt", "studio", "--engine", "ref", "--data",
-            str(names_path), *TINY]  # fmt: skip
+    base = ["studio", "--engine", "ref", "--data", str(names_path), *TINY]
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -584,8 +584,7 @@ def test_command_errors_are_one_line(names_path, cli_env):
             (["--port", "0", "--sample-every", "0"], "--sample-every"),
             (["--port", "0", "--n-head", "3"], "divisible"),
         ]:
-            r = subprocess.run(base + extra, capture_output=True, text=True, env=cli_env,
-                               timeout=120)  # fmt: skip
+            r = main_cli(base + extra, cli_env)
             assert r.returncode == 2, (extra, r.stderr)
             lines = r.stderr.strip().splitlines()
             assert (

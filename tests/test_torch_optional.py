@@ -28,7 +28,8 @@ def test_torch_engine_without_torch_says_how_to_install(no_torch):
     with pytest.raises(EngineError) as e:
         load_engine("torch")
     assert str(e.value) == (
-        "the torch engine needs the 'torch' package; install it with: pip install 'microgpt-lab[torch]'"
+        "the torch engine needs the 'torch' package; install it with: "
+        "pip install 'microgpt-lab[torch]'"
     )
 
 
