@@ -22,14 +22,16 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/microgpt train $(RUN_DATA) --out runs/names --force
 
-# The whole suite, slow end-to-end reproductions included; ruff first.
+# The whole suite, slow end-to-end reproductions included; ruff first. The tests run on every
+# core (pytest-xdist), each test file in one worker (its module fixtures are built once).
+PYTEST := $(BIN)/python -m pytest -q -n auto --dist loadfile
 test: $(STAMP)
 	$(BIN)/ruff check src tests
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # The quick loop while developing: skips the tests marked slow.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # Time the engines side by side (about a minute); see README, `microgpt bench`.
 SHAKESPEARE := $(firstword $(wildcard ../shared/data/tinyshakespeare.txt))
