@@ -11,6 +11,9 @@ Every weight lives in ONE flat contiguous array, each matrix a view into it, and
 gradient and each Adam moment: Adam is then a dozen vectorised operations on whole arrays,
 and the q, k, v matrices, adjacent in the original's state_dict order, form one (3C, C) view
 that computes all three projections in a single matmul. See layers.py for the shape letters.
+
+One method runs a transformer layer (_block_forward) and one its backward: training, the
+full-sequence forward and the one-position KV-cache decode all run the same block code.
 """
 
 from __future__ import annotations
