@@ -17,13 +17,13 @@ accumulated.
 Beside each optimised kernel stands a plain version of the same math, `*_naive`, to read
 first (tests/test_numpy_layers.py checks that each pair agrees, forward and backward):
 
-    optimised                          what it optimises         plain version
-    rmsnorm_forward / _backward        row sums as products      rmsnorm_*_naive (np.mean)
-    attention_forward / _backward      views, no copies          attention_*_naive
-    attention_forward_blocked / ...    one 2-D product per step  attention_*_naive
-    crossentropy_forward               row sums as products      crossentropy_forward_naive
-    crossentropy_backward              rows of the identity      crossentropy_backward_naive
-    embedding_backward                 products with one-hots    embedding_backward_naive
+    optimised                        what it optimises                 plain version
+    rmsnorm_forward / _backward      row sums as products with ones    rmsnorm_*_naive
+    attention_forward / _backward    per head on views, no allocation  attention_*_naive
+    attention_forward_blocked / ...  2-D products, block-diagonal K V  attention_*_naive
+    crossentropy_forward             row sums as products with ones    crossentropy_*_naive
+    crossentropy_backward            rows of an identity, no indexing  crossentropy_*_naive
+    embedding_backward               products with one-hot matrices    embedding_backward_naive
 
 The one-hot kernels need a (V, V) identity, so the engine takes them only for vocabularies
 up to ONEHOT_MAX_V; past it, the plain versions are its path (they are O(N * V) and O(V * C)).
@@ -284,7 +284,7 @@ class Attention:
     """One layer's attention arrays for one batch shape (B, T), the views into them that the
     optimised kernels work on, and their scratch. Allocated once per shape.
 
-    Two optimised ways to compute every head at once, the same numbers either way:
+    Two optimised ways to compute attention_forward_naive's math for every head at once:
 
     - per head (attention_forward): q, k, v viewed as (B, NH, T, HS) straight out of qkv
       (no copies), and batched products over the B * NH heads.
@@ -340,7 +340,8 @@ class Attention:
             self.dvalues_diag = diagonal_blocks(self.dvalues, NH)  # (NH, T, HS)
         else:
             self.mask = np.broadcast_to(causal_mask(T, dtype), (B, NH, T, T)).copy()
-            self.k_t, self.v_t = self.k.swapaxes(-1, -2), self.v.swapaxes(-1, -2)  # (B,NH,HS,T)
+            self.k_t = self.k.swapaxes(-1, -2)  # (B, NH, HS, T)
+            self.v_t = self.v.swapaxes(-1, -2)  # (B, NH, HS, T)
             self.dq_slot, self.dk_slot, self.dv_slot = dq, dk, dv  # (B, NH, T, HS) each
             self.y = self.out.reshape(B, T, NH, HS).transpose(0, 2, 1, 3)  # (B, NH, T, HS)
             self.dy_shape = (B, T, NH, HS)
