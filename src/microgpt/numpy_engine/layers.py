@@ -270,7 +270,7 @@ def attention_backward_naive(
     dq = dscores @ k  # (B, NH, T, HS)
     dk = dscores.swapaxes(-1, -2) @ q  # (B, NH, T, HS)
     dqkv_heads = split_heads(dqkv, B, T, NH)  # (3, B, NH, T, HS) view of dqkv
-    dqkv_heads[0], dqkv_heads[1], dqkv_heads[2] = dq, dk, dv
+    dqkv_heads[0], dqkv_heads[1], dqkv_heads[2] = dq, dk, dv  # (B, NH, T, HS) each
 
 
 def diagonal_blocks(a: np.ndarray, n: int) -> np.ndarray:

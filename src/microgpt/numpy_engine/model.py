@@ -333,6 +333,7 @@ class NumpyEngine(Engine):
         ):
             self._block_backward(ws.dx, act, blk, gblk, ws)  # (N, C)
         L.rmsnorm_backward(ws.dres, ws.dx, ws.norm0, ws.rms0, self._avg, ws.dtmp)  # (N, C)
+        # d wte (V, C) and d wpe (block_size, C): one-hot products for small V, else a scatter
         if self._eye is not None:
             L.embedding_backward(g.wte, g.wpe, ws.dres, idx, self._eye, ws.tokens, ws.positions)
         else:
