@@ -82,7 +82,7 @@ def test_rmsnorm_equals_naive(C):
     assert_close(out, out_naive, EXACT)
     assert_close(rms, np.broadcast_to(rms_naive, rms.shape), EXACT)
     dx, dx_naive = nans(N, C), nans(N, C)
-    L.rmsnorm_backward(dx, R, out, rms, avg, nans(N, C))
+    L.rmsnorm_backward(dx, R, out, rms, avg, nans(*rms.shape))
     L.rmsnorm_backward_naive(dx_naive, R, out_naive, rms_naive)
     assert_close(dx, dx_naive, EXACT)
 

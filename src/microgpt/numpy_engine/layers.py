@@ -190,10 +190,10 @@ def rmsnorm_backward(
     tmp: np.ndarray,
 ) -> None:
     """rmsnorm_backward_naive with the mean as a product with avg (see rmsnorm_forward);
-    tmp (N, C) is scratch."""
-    np.multiply(dout, out, tmp)  # (N, C)
-    k = tmp.dot(avg)  # (N, C) or (N, 1) mean(dout * out) (repeated along the row)
-    np.multiply(out, k, dx)  # (N, C)
+    tmp, shaped as rms, is scratch. dx (N, C) must be another array than dout and out."""
+    np.multiply(dout, out, dx)  # (N, C) dx as scratch
+    dx.dot(avg, tmp)  # (N, C) or (N, 1) mean(dout * out) (repeated along the row)
+    np.multiply(out, tmp, dx)  # (N, C)
     np.subtract(dout, dx, dx)  # (N, C)
     np.divide(dx, rms, dx)  # (N, C)
 

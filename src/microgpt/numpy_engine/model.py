@@ -98,7 +98,7 @@ class Workspace:
         self.dx = np.empty((N, C), dtype)  # (N, C) d loss/d the residual stream
         self.dnorm = np.empty((N, C), dtype)  # (N, C) d loss/d an rmsnorm's output
         self.dres = np.empty((N, C), dtype)  # (N, C) an rmsnorm's input gradient
-        self.dtmp = np.empty((N, C), dtype)  # (N, C) rmsnorm_backward's scratch
+        self.dtmp = np.empty((N, L.summed_width(C)), dtype)  # (N, C) or (N, 1) rmsnorm's scratch
         self.dy = np.empty((N, C), dtype)  # (N, C) d loss/d attention's output
         self.dh = np.empty((N, 4 * C), dtype)  # (N, 4C) d loss/d the MLP's hidden layer
         if onehot:
