@@ -191,7 +191,7 @@ def test_float32_trains_and_stays_close():
     assert abs(f32.loss(batch) - f64.loss(batch)) < 1e-3
     # no float64 constant slipped into the float32 computation
     for ws in f32._workspaces.values():
-        for obj in (ws, *ws.layers, *(layer.att for layer in ws.layers)):
+        for obj in (ws, *ws.layers, *(layer.attn for layer in ws.layers)):
             arrays = [a for a in vars(obj).values() if isinstance(a, np.ndarray)]
             assert arrays and all(a.dtype == np.float32 for a in arrays), type(obj).__name__
 

@@ -1,9 +1,33 @@
 """The layers of microgpt as paired NumPy forward / backward functions, in the style of llm.c.
 
-Every layer is a `*_forward(inputs..., out) -> out, cache` that works on the whole (padded)
-batch of sequences at once, and a `*_backward(dout, cache, ...) -> dinp` that returns the
-gradient of its input and, like llm.c, writes its weight gradients into buffers it is handed
-(views of the engine's one flat gradient array), so no gradient is copied twice.
+One calling convention for every layer, as llm.c's `matmul_forward(out, inp, weight, bias,
+B, T, C, OC)` and `matmul_backward(dinp, dweight, dbias, dout, inp, weight, B, T, C, OC)`:
+
+    *_forward(outputs..., inputs..., sizes and buffers...)
+    *_backward(gradients out..., dout, what the forward stored..., sizes and buffers...)
+
+where a backward's gradients out are those of its inputs and weights (dinp, dweight).
+
+Nothing comes back but the loss. Every result goes into an array the caller allocated once
+per batch shape (the engine's Workspace, as llm.c's ActivationTensors), and each backward
+reads the activations its forward wrote there. Weight gradients go into views of the
+engine's one flat gradient array, so no gradient is copied twice. Gradients are set, not
+accumulated.
+
+Beside each optimised kernel stands a plain version of the same math, `*_naive`, to read
+first (tests/test_numpy_layers.py checks that each pair agrees, forward and backward):
+
+    optimised                        what it optimises                 plain version
+    rmsnorm_forward / _backward      row sums as products with ones    rmsnorm_*_naive
+    attention_forward / _backward    per head on views, no allocation  attention_*_naive
+    attention_forward_blocked / ...  2-D products, block-diagonal K V  attention_*_naive
+    crossentropy_forward             row sums as products with ones    crossentropy_*_naive
+    crossentropy_backward            rows of an identity, no indexing  crossentropy_*_naive
+    embedding_backward               products with one-hot matrices    embedding_backward_naive
+
+The one-hot kernels need a (V, V) identity, so the engine takes them only for vocabularies
+up to ONEHOT_MAX_V; past it, the plain versions are its path (they are O(N * V) and O(V * C)).
+linear, relu, relu2 and attention_decode have one version each: they are plain already.
 
 Shape letters, used in the comment on every array line:
     B  batch (documents)            T  time (positions, <= block_size)
@@ -11,18 +35,14 @@ Shape letters, used in the comment on every array line:
     NH attention heads (n_head)     HS head size (C // NH)
     N  rows of a flattened batch (B * T)
 
-NOTE: on matrices this small NumPy's per-call overhead, not the arithmetic, is the cost: a
-(7, 16) @ (16, 48) product takes ~1.6 us through `np.dot`, ~0.7 us as `x.dot(w, out)`. So,
-as llm.c preallocates its activations, every result here goes into a buffer allocated once
-per batch shape (`out`; allocating the result costs as much as computing it), products are
-the `a.dot(b, out)` method with positional arguments (it skips np.dot's dispatch layer),
-and one short sequence's attention is one 2-D product for all heads (see Attention). Short
-rows are summed by a product with a square matrix of ones (see summing_matrix).
+NOTE: on matrices this small NumPy's per-call overhead, not the arithmetic, is the cost
+(bench.py measures it). So, as llm.c preallocates its activations, every result here goes
+into a buffer allocated once per batch shape (allocating a result costs about as much as
+computing it), products are the `a.dot(b, out)` method with positional arguments (it skips
+np.dot's dispatch layer), and constants are 0-d arrays (see scalar).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -30,7 +50,7 @@ from numpy.lib.stride_tricks import as_strided
 
 def scalar(value: float, dtype) -> np.ndarray:
     """`value` as a 0-d array of `dtype`. NOTE: NumPy converts a Python float operand on
-    every call, ~0.3 us here; the layers keep their constants as these instead."""
+    every call; the layers keep their constants as these instead."""
     return np.array(value, dtype=dtype)
 
 
@@ -39,6 +59,14 @@ RMS_EPS = {np.dtype(t): scalar(1e-5, t) for t in (np.float64, np.float32)}
 
 # Rows up to this long are summed into a repeated sum (see summing_matrix).
 REPEAT_MAX = 32
+
+# Vocabularies up to this size take the one-hot kernels (embedding_backward,
+# crossentropy_backward), which hold a (V, V) identity; larger ones the plain versions.
+# NOTE: measured on whole training steps (one BLAS thread), the one-hot path is the faster
+# on the default config up to V = 128 (by 5-10%) and about even at 256; on the larger config
+# (n_embd 128, 12 x 64 positions) the two are within 3% of each other up to V = 256. So 128:
+# never slower, and the identity stays at 128 KiB.
+ONEHOT_MAX_V = 128
 
 
 def summed_width(n: int) -> int:
@@ -50,10 +78,10 @@ def summing_matrix(n: int, dtype, value: float = 1.0) -> np.ndarray:
     """The matrix that sums rows of length n, each term times `value`: x @ it.
 
     NOTE: for short rows it is square, (n, n), full of `value`: x @ it holds each row's
-    sum repeated along the row, so what follows is a same-shape operation (NumPy
-    broadcasting an (N, 1) column costs about 0.8 us more, more than the arithmetic on rows
-    this short) and one BLAS call beats `np.sum` on them. Past REPEAT_MAX the square's extra
-    multiply-adds cost more than that: it is the (n, 1) column, and what follows broadcasts.
+    sum repeated along the row, so what follows is a same-shape operation (NumPy costs more
+    to broadcast an (N, 1) column than the arithmetic on rows this short) and one BLAS call
+    beats `np.sum` on them. Past REPEAT_MAX the square's extra multiply-adds cost more than
+    that: it is the (n, 1) column, and what follows broadcasts.
     """
     return np.full((n, summed_width(n)), value, dtype=dtype)
 
@@ -62,112 +90,187 @@ def summing_matrix(n: int, dtype, value: float = 1.0) -> np.ndarray:
 
 
 def embedding_forward(
-    wte: np.ndarray, wpe: np.ndarray, idx: np.ndarray, out: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Token plus position embedding, x[b, t] = wte[idx[b, t]] + wpe[t], into out (N, C)."""
-    B, T = idx.shape
+    out: np.ndarray, idx: np.ndarray, wte: np.ndarray, wpe: np.ndarray, B: int, T: int
+) -> None:
+    """out[b * T + t] = wte[idx[b * T + t]] + wpe[t]: token plus position embedding.
+
+    idx (N,) holds the B sequences of T token ids one after another, as llm.c's `inp`.
+    (Decoding one position p passes wpe[p:], so that its t = 0 is position p.)
+    """
+    wte.take(idx, 0, out)  # (N, C)
     if B == 1:  # NOTE: same-shape addition; broadcasting over B costs NumPy more
-        wte.take(idx[0], 0, out)  # (T, C)
         out += wpe[:T]  # (T, C)
     else:
         x = out.reshape(B, T, -1)  # (B, T, C) view of out
-        wte.take(idx, 0, x)  # (B, T, C)
         x += wpe[:T]  # (B, T, C)
-    return out, idx
 
 
-def embedding_backward(dout: np.ndarray, cache: np.ndarray, dembed: np.ndarray, onehot) -> None:
-    """Write d loss/d wte and d loss/d wpe, given d loss/d x (N, C).
+def embedding_backward_naive(
+    dwte: np.ndarray, dwpe: np.ndarray, dout: np.ndarray, idx: np.ndarray, B: int, T: int
+) -> None:
+    """d loss/d wte (V, C) and d loss/d wpe (block_size, C), given d loss/d out (N, C).
 
-    `dembed` (V + block_size, C) is wte's gradient with wpe's stacked below it (the two are
-    adjacent in the flat gradient array). Row n of the (N, V + block_size) `onehot` marks
-    the token idx[n] and the position V + t(n) of row n: onehot.T @ dout adds every row's
-    gradient to its token's and its position's row in one product (no np.add.at), and rows
-    of positions no sequence reached come out exactly 0. `onehot` is an EmbeddingOneHot.
+    Row n of out came from token idx[n] and position n mod T, so its gradient is added to
+    those two rows; rows of tokens and positions that no sequence used get 0.
     """
-    onehot.fill(cache)  # (N, V + block_size)
-    onehot.matrix.T.dot(dout, dembed)  # (V + block_size, C)
+    dwte.fill(0)  # (V, C)
+    np.add.at(dwte, idx, dout)  # (V, C) dwte[idx[n]] += dout[n], repeated tokens summed
+    dwpe.fill(0)  # (block_size, C)
+    dwpe[:T] = dout.reshape(B, T, -1).sum(0)  # (T, C) summed over the sequences
 
 
-@dataclass
-class EmbeddingOneHot:
-    """The (N, V + block_size) one-hot matrix of embedding_backward, for one (B, T)."""
+def embedding_backward(
+    dwte: np.ndarray,
+    dwpe: np.ndarray,
+    dout: np.ndarray,
+    idx: np.ndarray,
+    eye: np.ndarray,
+    tokens: np.ndarray,
+    positions: np.ndarray,
+) -> None:
+    """embedding_backward_naive as one product per table: BLAS instead of a scatter.
 
-    matrix: np.ndarray  # (N, V + block_size)
-    tokens: np.ndarray  # (V, V + block_size) identity, zero-padded: row v marks token v
-    positions: np.ndarray  # (N, V + block_size): row n marks position V + (n mod T)
+    tokens (N, V) is scratch for the one-hot rows of idx, taken from eye, the (V, V)
+    identity; positions (N, block_size) marks each row's position (fixed per batch shape).
+    tokens.T @ dout adds every row's gradient to its token's row in one call, and rows of
+    tokens that never occur come out exactly 0 (so with positions). Only for small V
+    (ONEHOT_MAX_V): eye is (V, V) and the products cost N * V * C.
+    """
+    eye.take(idx, 0, tokens)  # (N, V)
+    tokens.T.dot(dout, dwte)  # (V, C)
+    positions.T.dot(dout, dwpe)  # (block_size, C)
 
-    @classmethod
-    def alloc(cls, B: int, T: int, V: int, block_size: int, dtype) -> EmbeddingOneHot:
-        width = V + block_size
-        positions = np.zeros((B, T, width), dtype)  # (B, T, V + block_size)
-        positions[:, np.arange(T), V + np.arange(T)] = 1
-        return cls(
-            matrix=np.empty((B * T, width), dtype),
-            tokens=np.eye(V, width, dtype=dtype),
-            positions=positions.reshape(B * T, width),
-        )
 
-    def fill(self, idx: np.ndarray) -> None:
-        self.tokens.take(idx.reshape(-1), 0, self.matrix)  # (N, V + block_size)
-        self.matrix += self.positions  # (N, V + block_size)
+def position_onehot(B: int, T: int, block_size: int, dtype) -> np.ndarray:
+    """(N, block_size): row b * T + t is 1 at column t (embedding_backward's positions)."""
+    positions = np.zeros((B * T, block_size), dtype)  # (N, block_size)
+    positions[np.arange(B * T), np.tile(np.arange(T), B)] = 1
+    return positions
 
 
 # --- rmsnorm -----------------------------------------------------------------------------------
 
 
-def rmsnorm_forward(
-    x: np.ndarray, out: np.ndarray, rms: np.ndarray, avg: np.ndarray
-) -> tuple[np.ndarray, tuple]:
-    """out = x / sqrt(mean(x^2) + 1e-5) over the last axis, the original's rmsnorm (no gain).
-
-    Writes out (N, C) and rms (N, C) or (N, 1), each row's divisor (repeated along the row);
-    `avg` is summing_matrix(C, dtype, 1 / C), so that x^2 @ avg holds each row's mean. (The
-    reference
-    multiplies by (ms + 1e-5) ** -0.5; dividing by the square root is the same number to a
-    rounding.)
+def rmsnorm_forward_naive(out: np.ndarray, rms: np.ndarray, x: np.ndarray) -> None:
+    """out = x / rms with rms = sqrt(mean(x^2) + 1e-5) per row: the original's rmsnorm (no
+    gain). Writes out (N, C) and rms (N, 1), which the backward reads. (The reference
+    multiplies by (ms + 1e-5) ** -0.5; dividing by the square root is the same to a rounding.)
     """
+    rms[...] = np.sqrt(np.mean(x * x, axis=1, keepdims=True) + 1e-5)  # (N, 1)
+    out[...] = x / rms  # (N, C)
+
+
+def rmsnorm_backward_naive(
+    dx: np.ndarray, dout: np.ndarray, out: np.ndarray, rms: np.ndarray
+) -> None:
+    """dx = (dout - out * mean(dout * out)) / rms, from out = x / rms.
+
+    (The textbook dout / rms - x / rms^3 * mean(dout * x), written with out = x / rms.)
+    """
+    dx[...] = (dout - out * np.mean(dout * out, axis=1, keepdims=True)) / rms  # (N, C)
+
+
+def rmsnorm_forward(out: np.ndarray, rms: np.ndarray, x: np.ndarray, avg: np.ndarray) -> None:
+    """rmsnorm_forward_naive with each row's mean as a product: x^2 @ avg, where avg is
+    summing_matrix(C, dtype, 1 / C); rms is then (N, C), each row's divisor repeated along
+    the row, or (N, 1)."""
     np.multiply(x, x, out)  # (N, C) squares, out as scratch
-    out.dot(avg, rms)  # (N, C) mean of squares
-    np.add(rms, RMS_EPS[rms.dtype], rms)  # (N, C)
-    np.sqrt(rms, rms)  # (N, C)
+    out.dot(avg, rms)  # (N, C) or (N, 1) mean of squares
+    np.add(rms, RMS_EPS[rms.dtype], rms)  # (N, C) or (N, 1)
+    np.sqrt(rms, rms)  # (N, C) or (N, 1)
     np.divide(x, rms, out)  # (N, C)
-    return out, (out, rms, avg)
 
 
-def rmsnorm_backward(dout: np.ndarray, cache: tuple, dx: np.ndarray, tmp: np.ndarray) -> np.ndarray:
-    """dx = (dy - y * mean(dy * y)) / rms, from y = x / rms, rms = sqrt(mean(x^2) + eps).
-
-    (The textbook dy / rms - x / rms^3 * mean(dy * x), written with y: fewer calls.)
-    Writes and returns dx (N, C); tmp (N, C) is scratch.
-    """
-    y, rms, avg = cache  # (N, C), (N, C) or (N, 1), (C, C) or (C, 1)
-    np.multiply(dout, y, tmp)  # (N, C)
-    k = tmp.dot(avg)  # (N, C) or (N, 1) mean(dy * y) (repeated along the row)
-    np.multiply(y, k, dx)  # (N, C)
+def rmsnorm_backward(
+    dx: np.ndarray,
+    dout: np.ndarray,
+    out: np.ndarray,
+    rms: np.ndarray,
+    avg: np.ndarray,
+    tmp: np.ndarray,
+) -> None:
+    """rmsnorm_backward_naive with the mean as a product with avg (see rmsnorm_forward);
+    tmp, shaped as rms, is scratch. dx (N, C) must be another array than dout and out."""
+    np.multiply(dout, out, dx)  # (N, C) dx as scratch
+    dx.dot(avg, tmp)  # (N, C) or (N, 1) mean(dout * out) (repeated along the row)
+    np.multiply(out, tmp, dx)  # (N, C)
     np.subtract(dout, dx, dx)  # (N, C)
     np.divide(dx, rms, dx)  # (N, C)
-    return dx
 
 
 # --- linear (matmul, no bias) ------------------------------------------------------------------
 
 
-def linear_forward(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, tuple]:
+def linear_forward(out: np.ndarray, x: np.ndarray, w: np.ndarray) -> None:
     """out = x @ w.T with w stored (nout, nin) as in the original's state_dict."""
     x.dot(w.T, out)  # (N, nout)
-    return out, (x, w)
 
 
-def linear_backward(dout: np.ndarray, cache: tuple, dw: np.ndarray, dx: np.ndarray) -> np.ndarray:
-    """Write d loss/d w into `dw` (nout, nin) and d loss/d x into `dx` (N, nin); return dx."""
-    x, w = cache  # (N, nin), (nout, nin)
+def linear_backward(
+    dx: np.ndarray, dw: np.ndarray, dout: np.ndarray, x: np.ndarray, w: np.ndarray
+) -> None:
+    """d loss/d x (N, nin) into dx and d loss/d w (nout, nin) into dw."""
     dout.T.dot(x, dw)  # (nout, nin)
     dout.dot(w, dx)  # (N, nin)
-    return dx
 
 
 # --- causal multi-head self-attention -----------------------------------------------------------
+
+
+def causal_mask(T: int, dtype) -> np.ndarray:
+    """(T, T) additive mask: 0 where s <= t, -inf where s > t (the future)."""
+    return np.triu(np.full((T, T), -np.inf, dtype=dtype), k=1)  # (T, T)
+
+
+def split_heads(qkv: np.ndarray, B: int, T: int, NH: int) -> np.ndarray:
+    """q, k, v of every head, (3, B, NH, T, HS), a view of qkv (N, 3C)."""
+    HS = qkv.shape[1] // 3 // NH
+    return qkv.reshape(B, T, 3, NH, HS).transpose(2, 0, 3, 1, 4)  # (3, B, NH, T, HS)
+
+
+def attention_forward_naive(
+    out: np.ndarray, att: np.ndarray, qkv: np.ndarray, B: int, T: int, NH: int
+) -> None:
+    """out = softmax(q k^T / sqrt(HS) + mask) v for every head of every sequence.
+
+    qkv (N, 3C) is q, k and v side by side, each C wide, head h in columns h*HS..(h+1)*HS.
+    Position t sees positions s <= t, as the original's growing KV cache does; padding sits
+    after every real token, so no real position ever sees it. Writes out (N, C), the heads
+    side by side, and att (B, NH, T, T), the probabilities (0 on the future).
+    """
+    C = qkv.shape[1] // 3
+    q, k, v = split_heads(qkv, B, T, NH)  # (B, NH, T, HS) each
+    scores = q @ k.swapaxes(-1, -2) / (C // NH) ** 0.5  # (B, NH, T, T)
+    scores += causal_mask(T, qkv.dtype)  # (B, NH, T, T)
+    scores -= scores.max(-1, keepdims=True)  # (B, NH, T, T)
+    p = np.exp(scores)  # (B, NH, T, T)
+    att[...] = p / p.sum(-1, keepdims=True)  # (B, NH, T, T)
+    y = att @ v  # (B, NH, T, HS)
+    out[...] = y.transpose(0, 2, 1, 3).reshape(B * T, C)  # (N, C)
+
+
+def attention_backward_naive(
+    dqkv: np.ndarray,
+    dout: np.ndarray,
+    att: np.ndarray,
+    qkv: np.ndarray,
+    B: int,
+    T: int,
+    NH: int,
+) -> None:
+    """d loss/d qkv (N, 3C), laid out as qkv, given d loss/d out (N, C)."""
+    C = qkv.shape[1] // 3
+    HS = C // NH
+    q, k, v = split_heads(qkv, B, T, NH)  # (B, NH, T, HS) each
+    dy = dout.reshape(B, T, NH, HS).transpose(0, 2, 1, 3)  # (B, NH, T, HS)
+    datt = dy @ v.swapaxes(-1, -2)  # (B, NH, T, T)
+    dv = att.swapaxes(-1, -2) @ dy  # (B, NH, T, HS)
+    # softmax backward: d score = a * (d a - sum(d a * a)); the future has a = 0
+    dscores = att * (datt - (datt * att).sum(-1, keepdims=True)) / HS**0.5  # (B, NH, T, T)
+    dq = dscores @ k  # (B, NH, T, HS)
+    dk = dscores.swapaxes(-1, -2) @ q  # (B, NH, T, HS)
+    dqkv_heads = split_heads(dqkv, B, T, NH)  # (3, B, NH, T, HS) view of dqkv
+    dqkv_heads[0], dqkv_heads[1], dqkv_heads[2] = dq, dk, dv  # (B, NH, T, HS) each
 
 
 def diagonal_blocks(a: np.ndarray, n: int) -> np.ndarray:
@@ -177,33 +280,29 @@ def diagonal_blocks(a: np.ndarray, n: int) -> np.ndarray:
     return as_strided(a, (n, r, s), (r * sr + s * ss, sr, ss))
 
 
-def causal_mask(T: int, dtype) -> np.ndarray:
-    """(T, T) additive mask: 0 where s <= t, -inf where s > t (the future)."""
-    return np.triu(np.full((T, T), -np.inf, dtype=dtype), k=1)  # (T, T)
-
-
 class Attention:
-    """One layer's attention buffers for one batch shape (B, T), and views into them.
+    """One layer's attention arrays for one batch shape (B, T), the views into them that the
+    optimised kernels work on, and their scratch. Allocated once per shape.
 
-    Two ways to compute every head at once, the same numbers either way:
+    Two optimised ways to compute attention_forward_naive's math for every head at once:
 
-    - per head: q, k, v viewed as (B, NH, T, HS) straight out of qkv (no copies), and
-      batched products over the B * NH heads.
-    - block-diagonal (`blocked`), for one short sequence, where NumPy's per-call overhead
-      and not the arithmetic is the cost: K, a (C, NH * T) matrix that is zero except its
-      diagonal blocks, block h = head h's keys transposed (HS, T). Then q @ K (T, NH * T)
-      holds every head's scores side by side (q's head-h columns only meet block h), and
-      with V (NH * T, C), block h = head h's values (T, HS), probabilities @ V is every
-      head's output already concatenated: plain 2-D products, for NH times the
-      multiply-adds and two copies.
+    - per head (attention_forward): q, k, v viewed as (B, NH, T, HS) straight out of qkv
+      (no copies), and batched products over the B * NH heads.
+    - block-diagonal (attention_forward_blocked, `blocked`), for one short sequence, where
+      NumPy's per-call overhead and not the arithmetic is the cost: K, a (C, NH * T) matrix
+      that is zero except its diagonal blocks, block h = head h's keys transposed (HS, T).
+      Then q @ K (T, NH * T) holds every head's scores side by side (q's head-h columns only
+      meet block h), and with V (NH * T, C), block h = head h's values (T, HS),
+      probabilities @ V is every head's output already concatenated: plain 2-D products,
+      for NH times the multiply-adds and two copies.
 
-    The scores' shape is written ATT below: (B, NH, T, T) per head, (T, NH * T) blocked.
+    The probabilities' shape is written ATT below: (B, NH, T, T) per head, (T, NH * T)
+    blocked (one row per position, the heads side by side).
     """
 
-    # NOTE: measured (fwd + bwd, 2-core x86, one BLAS thread): one sequence of the original's
-    # size (n_embd 16, 4 heads, T = 8) takes 14.0 us block-diagonal, 16.3 us per head; at
-    # T * n_embd = 256 the two tie, and past it (or with B > 1) per head wins, by 2x at
-    # n_embd 128.
+    # NOTE: measured (forward + backward, one BLAS thread): on one sequence of the original's
+    # size (n_embd 16, 4 heads, T = 8) block-diagonal is faster; at T * n_embd = 256 the two
+    # tie, and past it (or with B > 1) per head wins, by 2x at n_embd 128.
     BLOCKED_MAX_TC = 256
 
     def __init__(self, B: int, T: int, C: int, n_head: int, dtype, blocked: bool | None = None):
@@ -212,44 +311,43 @@ class Attention:
             blocked = B == 1 and T * C <= self.BLOCKED_MAX_TC
         self.blocked = blocked
         self.scale = scalar(HS**-0.5, dtype)  # the original divides by head_dim**0.5
+        # the arrays the forward reads and writes, and the backward's output
         self.qkv = np.empty((N, 3 * C), dtype)  # (N, 3C) the input: q, k, v side by side
-        self.out = np.empty((N, C), dtype)  # (N, C) the output, heads concatenated
-        self.dqkv = np.empty((N, 3 * C), dtype)  # (N, 3C) the backward's output
-        # q, k, v and d q, d k, d v as views of qkv and dqkv: (B, T, NH, HS) each
-        q, k, v = np.moveaxis(self.qkv.reshape(B, T, 3, NH, HS), 2, 0)
-        dq, dk, dv = np.moveaxis(self.dqkv.reshape(B, T, 3, NH, HS), 2, 0)
+        self.att = np.empty((T, NH * T) if blocked else (B, NH, T, T), dtype)  # ATT
+        self.out = np.empty((N, C), dtype)  # (N, C) the output, heads side by side
+        self.dqkv = np.empty((N, 3 * C), dtype)  # (N, 3C) d loss/d qkv
+        # views: q, k, v and d q, d k, d v, each (B, NH, T, HS)
+        self.q, self.k, self.v = split_heads(self.qkv, B, T, NH)
+        dq, dk, dv = split_heads(self.dqkv, B, T, NH)
         if blocked:  # B == 1: 2-D arrays
-            self.att = np.empty((T, NH * T), dtype)  # scores, then probabilities
             self.mask = np.tile(causal_mask(T, dtype), (1, NH))  # (T, NH * T)
             self.keys = np.zeros((C, NH * T), dtype)  # K, block-diagonal
             self.values = np.zeros((NH * T, C), dtype)  # V, block-diagonal
             self.dkeys = np.empty_like(self.keys)  # (C, NH * T)
             self.dvalues = np.empty_like(self.values)  # (NH * T, C)
             self.dq = np.empty((T, C), dtype)  # (T, C)
-            self.q = self.qkv[:, :C]  # (T, C)
+            self.q = self.qkv[:, :C]  # (T, C) every head's queries
             self.q_t = self.q.T  # (C, T)
-            self.k = k[0].transpose(1, 2, 0)  # (NH, HS, T)
-            self.v = v[0].transpose(1, 0, 2)  # (NH, T, HS)
+            self.k = self.k[0].swapaxes(-1, -2)  # (NH, HS, T)
+            self.v = self.v[0]  # (NH, T, HS)
             self.keys_diag = diagonal_blocks(self.keys, NH)  # (NH, HS, T)
             self.values_diag = diagonal_blocks(self.values, NH)  # (NH, T, HS)
             self.keys_t, self.values_t = self.keys.T, self.values.T  # (NH * T, C), (C, NH * T)
             self.dq_slot = self.dqkv[:, :C]  # (T, C)
-            self.dk_slot = dk[0].transpose(1, 2, 0)  # (NH, HS, T)
-            self.dv_slot = dv[0].transpose(1, 0, 2)  # (NH, T, HS)
+            self.dk_slot = dk[0].swapaxes(-1, -2)  # (NH, HS, T)
+            self.dv_slot = dv[0]  # (NH, T, HS)
             self.dkeys_diag = diagonal_blocks(self.dkeys, NH)  # (NH, HS, T)
             self.dvalues_diag = diagonal_blocks(self.dvalues, NH)  # (NH, T, HS)
-            self.y = self.out  # (T, C)
         else:
-            self.att = np.empty((B, NH, T, T), dtype)  # scores, then probabilities
             self.mask = np.broadcast_to(causal_mask(T, dtype), (B, NH, T, T)).copy()
-            self.q, self.k, self.v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # (B, NH, T, HS)
-            self.q_t, self.k_t, self.v_t = (a.swapaxes(-1, -2) for a in (self.q, self.k, self.v))
-            self.dq_slot, self.dk_slot, self.dv_slot = (
-                a.transpose(0, 2, 1, 3) for a in (dq, dk, dv)
-            )  # (B, NH, T, HS) each
+            self.k_t = self.k.swapaxes(-1, -2)  # (B, NH, HS, T)
+            self.v_t = self.v.swapaxes(-1, -2)  # (B, NH, HS, T)
+            self.dq_slot, self.dk_slot, self.dv_slot = dq, dk, dv  # (B, NH, T, HS) each
             self.y = self.out.reshape(B, T, NH, HS).transpose(0, 2, 1, 3)  # (B, NH, T, HS)
-        self.att_t = np.swapaxes(self.att, -1, -2)  # ATT with the last two axes swapped
+            self.dy_shape = (B, T, NH, HS)
+        self.att_t = self.att.swapaxes(-1, -2)  # ATT with the last two axes swapped
         self.datt = np.empty_like(self.att)  # ATT
+        self.datt_t = self.datt.swapaxes(-1, -2)  # ATT with the last two axes swapped
         # the softmax works on rows of T entries: one per (sequence, position, head)
         self.att_rows = self.att.reshape(N * NH, T)  # (N * NH, T)
         self.datt_rows = self.datt.reshape(N * NH, T)  # (N * NH, T)
@@ -266,155 +364,195 @@ class Attention:
         return att.transpose(0, 2, 1, 3).copy()  # (1, NH, T, T)
 
 
-def attention_forward(qkv: np.ndarray, buf: Attention) -> tuple[np.ndarray, Attention]:
-    """softmax(q k^T / sqrt(HS) + mask) v for every head at once; heads concatenated.
-
-    `qkv` must be buf.qkv (N, 3C): q, k and v side by side, written by the fused QKV linear.
-    Position t sees positions s <= t, as the original's growing KV cache does; padding sits
-    after every real token, so no real position ever sees it. Returns buf.out (N, C).
-    """
-    assert qkv is buf.qkv, "attention reads its input through views of buf.qkv"
-    att, rows = buf.att, buf.att_rows
-    if buf.blocked:
-        buf.keys_diag[...] = buf.k  # (NH, HS, T) into K's blocks
-        buf.values_diag[...] = buf.v  # (NH, T, HS) into V's blocks
-        buf.q.dot(buf.keys, att)  # (T, NH * T) q . k, every head
-    else:
-        np.matmul(buf.q, buf.k_t, att)  # (B, NH, T, T)
+def masked_softmax_forward(att: np.ndarray, buf: Attention) -> None:
+    """att = softmax(att * scale + mask) along each row, in place on ATT; the rows are summed
+    by a product with ones (see summing_matrix)."""
+    rows = buf.att_rows  # (N * NH, T) view of att
     np.multiply(att, buf.scale, att)  # ATT; the original divides each dot by sqrt(HS)
     att += buf.mask  # ATT
     np.subtract(rows, np.maximum.reduce(rows, 1, None, None, True), rows)  # (N * NH, T)
     np.exp(rows, rows)  # (N * NH, T)
     rows.dot(buf.ones, buf.rowsum)  # (N * NH, T) or (N * NH, 1) each row's sum
     np.divide(rows, buf.rowsum, rows)  # (N * NH, T)
-    if buf.blocked:
-        att.dot(buf.values, buf.y)  # (T, C)
-    else:
-        np.matmul(att, buf.v, buf.y)  # (B, NH, T, HS), a view of out (N, C)
-    return buf.out, buf
 
 
-def attention_backward(dout: np.ndarray, buf: Attention) -> np.ndarray:
-    """d loss/d qkv (N, 3C), laid out as attention_forward's input (buf.dqkv)."""
-    datt, rows = buf.datt, buf.datt_rows
-    if buf.blocked:
-        dout.dot(buf.values_t, datt)  # (T, NH * T)
-        buf.att_t.dot(dout, buf.dvalues)  # (NH * T, C) only its diagonal blocks matter
-        buf.dv_slot[...] = buf.dvalues_diag  # (NH, T, HS)
-    else:
-        B, NH, T, HS = buf.y.shape
-        dy = dout.reshape(B, T, NH, HS).transpose(0, 2, 1, 3)  # (B, NH, T, HS)
-        np.matmul(dy, buf.v_t, datt)  # (B, NH, T, T)
-        np.matmul(buf.att_t, dy, buf.dv_slot)  # (B, NH, T, HS)
-    # softmax backward: d score = a * (d a - sum(d a * a)); masked entries have a = 0
+def masked_softmax_backward(datt: np.ndarray, att: np.ndarray, buf: Attention) -> None:
+    """d loss/d (q . k) from d loss/d att, in place on datt (ATT):
+    d score = a * (d a - sum(d a * a)) * scale; the future has a = 0."""
+    rows = buf.datt_rows  # (N * NH, T) view of datt
     np.multiply(rows, buf.att_rows, buf.scratch_rows)  # (N * NH, T)
     buf.scratch_rows.dot(buf.ones, buf.rowsum)  # (N * NH, T) or (N * NH, 1) sum(d a * a)
     np.subtract(rows, buf.rowsum, rows)  # (N * NH, T)
-    np.multiply(datt, buf.att, datt)  # ATT
-    np.multiply(datt, buf.scale, datt)  # ATT: d (q . k)
-    if buf.blocked:
-        datt.dot(buf.keys_t, buf.dq)  # (T, C)
-        buf.dq_slot[...] = buf.dq  # (T, C)
-        buf.q_t.dot(datt, buf.dkeys)  # (C, NH * T) only its diagonal blocks matter
-        buf.dk_slot[...] = buf.dkeys_diag  # (NH, HS, T)
-    else:
-        np.matmul(datt, buf.k, buf.dq_slot)  # (B, NH, T, HS)
-        np.matmul(np.swapaxes(datt, -1, -2), buf.q, buf.dk_slot)  # (B, NH, T, HS)
-    return buf.dqkv
+    np.multiply(datt, att, datt)  # ATT
+    np.multiply(datt, buf.scale, datt)  # ATT
+
+
+def attention_forward(out: np.ndarray, att: np.ndarray, qkv: np.ndarray, buf: Attention) -> None:
+    """attention_forward_naive on views of qkv and out: no copies, no allocation.
+
+    out, att and qkv must be buf's arrays (buf.out, buf.att, buf.qkv): the views are theirs.
+    """
+    assert out is buf.out and att is buf.att and qkv is buf.qkv, "pass buf's own arrays"
+    np.matmul(buf.q, buf.k_t, att)  # (B, NH, T, T) q . k
+    masked_softmax_forward(att, buf)  # (B, NH, T, T)
+    np.matmul(att, buf.v, buf.y)  # (B, NH, T, HS), a view of out (N, C)
+
+
+def attention_backward(
+    dqkv: np.ndarray, dout: np.ndarray, att: np.ndarray, qkv: np.ndarray, buf: Attention
+) -> None:
+    """attention_backward_naive on views of dqkv, qkv and dout (dqkv must be buf.dqkv)."""
+    assert dqkv is buf.dqkv and att is buf.att and qkv is buf.qkv, "pass buf's own arrays"
+    datt = buf.datt  # (B, NH, T, T)
+    dy = dout.reshape(buf.dy_shape).transpose(0, 2, 1, 3)  # (B, NH, T, HS)
+    np.matmul(dy, buf.v_t, datt)  # (B, NH, T, T)
+    np.matmul(buf.att_t, dy, buf.dv_slot)  # (B, NH, T, HS)
+    masked_softmax_backward(datt, att, buf)  # (B, NH, T, T) d (q . k)
+    np.matmul(datt, buf.k, buf.dq_slot)  # (B, NH, T, HS)
+    np.matmul(buf.datt_t, buf.q, buf.dk_slot)  # (B, NH, T, HS)
+
+
+def attention_forward_blocked(
+    out: np.ndarray, att: np.ndarray, qkv: np.ndarray, buf: Attention
+) -> None:
+    """attention_forward_naive for one sequence as 2-D products with block-diagonal K and V
+    (see Attention): fewer calls, for NH times the multiply-adds. att is (T, NH * T)."""
+    assert out is buf.out and att is buf.att and qkv is buf.qkv, "pass buf's own arrays"
+    buf.keys_diag[...] = buf.k  # (NH, HS, T) into K's blocks
+    buf.values_diag[...] = buf.v  # (NH, T, HS) into V's blocks
+    buf.q.dot(buf.keys, att)  # (T, NH * T) q . k, every head
+    masked_softmax_forward(att, buf)  # (T, NH * T)
+    att.dot(buf.values, out)  # (T, C) every head's output, side by side
+
+
+def attention_backward_blocked(
+    dqkv: np.ndarray, dout: np.ndarray, att: np.ndarray, qkv: np.ndarray, buf: Attention
+) -> None:
+    """attention_backward_naive with the block-diagonal K and V the forward filled."""
+    assert dqkv is buf.dqkv and att is buf.att and qkv is buf.qkv, "pass buf's own arrays"
+    datt = buf.datt  # (T, NH * T)
+    dout.dot(buf.values_t, datt)  # (T, NH * T)
+    buf.att_t.dot(dout, buf.dvalues)  # (NH * T, C) only its diagonal blocks matter
+    buf.dv_slot[...] = buf.dvalues_diag  # (NH, T, HS)
+    masked_softmax_backward(datt, att, buf)  # (T, NH * T) d (q . k)
+    datt.dot(buf.keys_t, buf.dq)  # (T, C)
+    buf.dq_slot[...] = buf.dq  # (T, C)
+    buf.q_t.dot(datt, buf.dkeys)  # (C, NH * T) only its diagonal blocks matter
+    buf.dk_slot[...] = buf.dkeys_diag  # (NH, HS, T)
 
 
 def attention_decode(
-    qkv: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, n: int, n_head: int
-) -> tuple[np.ndarray, np.ndarray]:
+    out: np.ndarray,
+    att: np.ndarray,
+    qkv: np.ndarray,
+    k_cache: np.ndarray,
+    v_cache: np.ndarray,
+    n: int,
+) -> None:
     """One new position's attention, reading and extending a KV cache (inference only).
 
     qkv (1, 3C) is the new position's q, k, v; k_cache and v_cache (NH, block_size, HS) hold
     the n earlier positions. The new k and v go to slot n; the query sees slots 0..n, exactly
-    the row t = n of attention_forward. Returns the (1, C) output and the (NH, n + 1) weights.
+    the row t = n of attention_forward_naive. Writes out (1, C) and the weights into
+    att[:, :n + 1] (att is (NH, block_size)).
     """
-    C = qkv.shape[-1] // 3
-    HS = C // n_head
-    q, k, v = qkv.reshape(3, n_head, HS)  # 3 x (NH, HS)
+    NH, _, HS = k_cache.shape
+    q, k, v = qkv.reshape(3, NH, HS)  # 3 x (NH, HS)
     k_cache[:, n] = k  # (NH, HS)
     v_cache[:, n] = v  # (NH, HS)
-    att = k_cache[:, : n + 1] @ q[:, :, None]  # (NH, n + 1, 1)
-    att /= HS**0.5  # (NH, n + 1, 1)
-    att -= att.max(1, keepdims=True)  # (NH, n + 1, 1)
-    np.exp(att, out=att)  # (NH, n + 1, 1)
-    att /= att.sum(1, keepdims=True)  # (NH, n + 1, 1)
-    y = att.transpose(0, 2, 1) @ v_cache[:, : n + 1]  # (NH, 1, HS)
-    return y.reshape(1, C), att[:, :, 0]
+    a = k_cache[:, : n + 1] @ q[:, :, None]  # (NH, n + 1, 1)
+    a /= HS**0.5  # (NH, n + 1, 1)
+    a -= a.max(1, keepdims=True)  # (NH, n + 1, 1)
+    np.exp(a, out=a)  # (NH, n + 1, 1)
+    a /= a.sum(1, keepdims=True)  # (NH, n + 1, 1)
+    y = a.transpose(0, 2, 1) @ v_cache[:, : n + 1]  # (NH, 1, HS)
+    out[...] = y.reshape(1, NH * HS)  # (1, C)
+    att[:, : n + 1] = a[:, :, 0]  # (NH, n + 1)
 
 
 # --- ReLU and ReLU squared ---------------------------------------------------------------------
 
 
-def relu_forward(x: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """max(x, 0), the final revision's MLP nonlinearity. `out` may be x itself."""
+def relu_forward(out: np.ndarray, x: np.ndarray) -> None:
+    """out = max(x, 0), the final revision's MLP nonlinearity. out may be x itself."""
     np.maximum(x, 0.0, out=out)  # (N, 4C)
-    return out, out
 
 
-def relu_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
-    """In place on dout. The original's relu passes gradient where x > 0 (float(x > 0)),
-    none at exactly 0; the output is > 0 exactly there."""
-    out = cache  # (N, 4C)
-    # NOTE: sign(out) is the same 0/1 mask as out > 0 (out >= 0), and multiplying by a
-    # float array is twice as fast as by a bool one (no casting loop)
-    dout *= np.sign(out)  # (N, 4C)
-    return dout
+def relu_backward(dx: np.ndarray, dout: np.ndarray, r: np.ndarray) -> None:
+    """dx = dout where x > 0, else 0, from r = relu(x). The original's relu passes gradient
+    where x > 0 (float(x > 0)), none at exactly 0; r is > 0 exactly there. dx may be dout."""
+    # NOTE: sign(r) is the same 0/1 mask as r > 0 (r >= 0), and multiplying by a float
+    # array is faster than by a bool one (no casting loop)
+    np.multiply(dout, np.sign(r), dx)  # (N, 4C)
 
 
-def relu2_forward(x: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """relu(x) ** 2, the first revision's MLP nonlinearity. NOTE: overwrites x with relu(x)
-    (the backward's cache), so `out` must be another buffer."""
+def relu2_forward(out: np.ndarray, x: np.ndarray) -> None:
+    """out = relu(x) ** 2, the first revision's MLP nonlinearity. NOTE: also overwrites x
+    with relu(x), which relu2_backward reads, so out must be another array."""
     np.maximum(x, 0.0, out=x)  # (N, 4C)
     np.multiply(x, x, out)  # (N, 4C)
-    return out, x
 
 
-def relu2_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
-    """In place on dout: d relu(x)^2 = 2 relu(x), zero wherever x <= 0."""
-    r = cache  # (N, 4C)
-    dout *= r  # (N, 4C)
-    dout *= 2  # (N, 4C)
-    return dout
+def relu2_backward(dx: np.ndarray, dout: np.ndarray, r: np.ndarray) -> None:
+    """dx = dout * 2 relu(x), zero wherever x <= 0, from r = relu(x). dx may be dout."""
+    np.multiply(dout, r, dx)  # (N, 4C)
+    dx *= 2  # (N, 4C)
 
 
 # --- softmax cross-entropy ---------------------------------------------------------------------
 
 
-def crossentropy_forward(
-    logits: np.ndarray, rows: np.ndarray, targets: np.ndarray, ones: np.ndarray
-) -> tuple[float, tuple]:
+def crossentropy_forward_naive(
+    probs: np.ndarray, logits: np.ndarray, rows: np.ndarray, targets: np.ndarray
+) -> float:
     """Mean of -log softmax(logits)[target] over the scored rows (padding is not scored).
 
-    logits (N, V), overwritten with the probabilities; rows (n,) indexes the N rows that
-    predict a real token, targets (n,) says which token; ones is summing_matrix(V, dtype).
+    rows (n,) indexes the N rows that predict a real token, targets (n,) says which token.
+    Writes probs (N, V), the softmax of every row, which the backward reads.
     """
-    probs = logits  # (N, V)
-    np.subtract(probs, np.maximum.reduce(probs, 1, None, None, True), probs)  # (N, V)
+    e = np.exp(logits - logits.max(1, keepdims=True))  # (N, V)
+    probs[...] = e / e.sum(1, keepdims=True)  # (N, V)
+    return float(-np.mean(np.log(probs[rows, targets])))
+
+
+def crossentropy_forward(
+    probs: np.ndarray,
+    logits: np.ndarray,
+    rows: np.ndarray,
+    targets: np.ndarray,
+    ones: np.ndarray,
+) -> float:
+    """crossentropy_forward_naive with the row sums as a product with ones,
+    summing_matrix(V, dtype). probs may be logits itself (the engine's is)."""
+    np.subtract(logits, np.maximum.reduce(logits, 1, None, None, True), probs)  # (N, V)
     np.exp(probs, probs)  # (N, V)
     np.divide(probs, probs.dot(ones), probs)  # (N, V) over the row sums
     # the original's (1 / n) * sum(losses), losses = -log(p), summed left to right
-    loss = (1 / len(rows)) * -sum(np.log(probs[rows, targets]).tolist())
-    return loss, (probs, rows, targets)
+    return (1 / len(rows)) * -sum(np.log(probs[rows, targets]).tolist())
+
+
+def crossentropy_backward_naive(
+    dlogits: np.ndarray,
+    probs: np.ndarray,
+    rows: np.ndarray,
+    targets: np.ndarray,
+    row_weight: np.ndarray | None,
+) -> None:
+    """d loss/d logits = (probs - onehot(target)) / n on the n scored rows, 0 on padding.
+
+    row_weight (N, 1) is 1/n on scored rows and 0 on padding, or None when every row is
+    scored. dlogits may be probs itself.
+    """
+    np.copyto(dlogits, probs)  # (N, V)
+    dlogits[rows, targets] -= 1  # (N, V)
+    dlogits *= 1 / len(rows) if row_weight is None else row_weight  # (N, V)
 
 
 def crossentropy_backward(
-    cache: tuple, row_weight: np.ndarray | None, eye: np.ndarray
-) -> np.ndarray:
-    """d loss/d logits = (probs - onehot(target)) / n on scored rows, 0 on padding.
-
-    `row_weight` (N, 1) is 1/n on scored rows and 0 on padding, or None when nothing is
-    padded; `eye` is the (V, V) identity. Overwrites the cached probabilities.
-    """
-    probs, rows, targets = cache  # (N, V), (n,), (n,)
-    dlogits = probs  # (N, V)
-    if row_weight is None:  # every row is scored: rows == 0..N-1
-        dlogits -= eye.take(targets, 0)  # (N, V) NOTE: take, 3x faster than eye[targets]
-        dlogits *= 1 / len(rows)
-    else:
-        dlogits[rows, targets] -= 1
-        dlogits *= row_weight  # (N, V)
-    return dlogits
+    dlogits: np.ndarray, probs: np.ndarray, targets: np.ndarray, eye: np.ndarray
+) -> None:
+    """crossentropy_backward_naive where every row is scored (no padding), subtracting rows
+    of eye, the (V, V) identity, in place of a fancy-index update (only for small V).
+    dlogits may be probs itself."""
+    np.subtract(probs, eye.take(targets, 0), dlogits)  # (N, V)
+    dlogits *= 1 / len(targets)  # (N, V)

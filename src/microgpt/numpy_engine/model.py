@@ -11,6 +11,9 @@ Every weight lives in ONE flat contiguous array, each matrix a view into it, and
 gradient and each Adam moment: Adam is then a dozen vectorised operations on whole arrays,
 and the q, k, v matrices, adjacent in the original's state_dict order, form one (3C, C) view
 that computes all three projections in a single matmul. See layers.py for the shape letters.
+
+One method runs a transformer layer (_block_forward) and one its backward: training, the
+full-sequence forward and the one-position KV-cache decode all run the same block code.
 """
 
 from __future__ import annotations
@@ -53,21 +56,27 @@ class KVCache:
 
     k: np.ndarray  # (n_layer, NH, block_size, HS)
     v: np.ndarray  # (n_layer, NH, block_size, HS)
+    att: np.ndarray  # (n_layer, NH, block_size) the last position's attention weights
     n: int = 0  # positions decoded so far
 
 
 class LayerActivations:
-    """One layer's activations (kept for the backward) for one batch shape; N = B * T."""
+    """One layer's activations for one batch shape, written by the forward and read by the
+    backward (as llm.c's ActivationTensors); N = B * T."""
 
     def __init__(self, B: int, T: int, config: ModelConfig, dtype):
         N, C, R = B * T, config.n_embd, L.summed_width(config.n_embd)
         self.xn1 = np.empty((N, C), dtype)  # (N, C) rmsnorm before attention
         self.rms1 = np.empty((N, R), dtype)  # (N, C) or (N, 1) its divisors
-        self.att = L.Attention(B, T, C, config.n_head, dtype)  # qkv (N, 3C) in, out (N, C)
+        self.attn = L.Attention(B, T, C, config.n_head, dtype)  # its arrays, views, scratch
+        self.qkv = self.attn.qkv  # (N, 3C) q, k, v side by side
+        self.att = self.attn.att  # ATT attention probabilities (see L.Attention)
+        self.atty = self.attn.out  # (N, C) attention's output, heads side by side
+        self.dqkv = self.attn.dqkv  # (N, 3C) the backward's d loss/d qkv
         self.xo = np.empty((N, C), dtype)  # (N, C) after attention's residual
         self.xn2 = np.empty((N, C), dtype)  # (N, C) rmsnorm before the MLP
         self.rms2 = np.empty((N, R), dtype)  # (N, C) or (N, 1)
-        self.h = np.empty((N, 4 * C), dtype)  # (N, 4C) mlp_fc1's output
+        self.h = np.empty((N, 4 * C), dtype)  # (N, 4C) mlp_fc1's output, then relu of it
         # (N, 4C) the activation: relu works in place, relu**2 keeps relu(h) in h for backward
         self.a = np.empty((N, 4 * C), dtype) if config.mlp == "relu2" else self.h
         self.out = np.empty((N, C), dtype)  # (N, C) after the MLP's residual
@@ -75,25 +84,28 @@ class LayerActivations:
 
 class Workspace:
     """Every buffer of one forward and backward at batch shape (B, T), allocated once and
-    reused by every step of that shape, as llm.c allocates its activations up front."""
+    reused by every step of that shape, as llm.c allocates its activations up front.
+    `onehot`: also the one-hot scratch of L.embedding_backward (small vocabularies only)."""
 
-    def __init__(self, B: int, T: int, config: ModelConfig, V: int, dtype):
+    def __init__(self, B: int, T: int, config: ModelConfig, V: int, dtype, onehot: bool):
         N, C = B * T, config.n_embd
         self.x0 = np.empty((N, C), dtype)  # (N, C) token + position embedding
         self.norm0 = np.empty((N, C), dtype)  # (N, C) its rmsnorm
         self.rms0 = np.empty((N, L.summed_width(C)), dtype)  # (N, C) or (N, 1)
         self.layers = [LayerActivations(B, T, config, dtype) for _ in range(config.n_layer)]
-        self.logits = np.empty((N, V), dtype)  # (N, V), then the probabilities
+        self.logits = np.empty((N, V), dtype)  # (N, V), then the probabilities, then d logits
         # the backward's scratch, shared by the layers (they run one after another)
         self.dx = np.empty((N, C), dtype)  # (N, C) d loss/d the residual stream
         self.dnorm = np.empty((N, C), dtype)  # (N, C) d loss/d an rmsnorm's output
         self.dres = np.empty((N, C), dtype)  # (N, C) an rmsnorm's input gradient
-        self.dtmp = np.empty((N, C), dtype)  # (N, C) rmsnorm_backward's scratch
+        self.dtmp = np.empty((N, L.summed_width(C)), dtype)  # (N, C) or (N, 1) rmsnorm's scratch
         self.dy = np.empty((N, C), dtype)  # (N, C) d loss/d attention's output
         self.dh = np.empty((N, 4 * C), dtype)  # (N, 4C) d loss/d the MLP's hidden layer
-        self.onehot = L.EmbeddingOneHot.alloc(B, T, V, config.block_size, dtype)
+        if onehot:
+            self.tokens = np.empty((N, V), dtype)  # (N, V) one-hot rows of the input tokens
+            self.positions = L.position_onehot(B, T, config.block_size, dtype)  # (N, block)
         # the memory of the arrays that own it (not of the views), each array once
-        owners = (self, *self.layers, *(la.att for la in self.layers), self.onehot)
+        owners = (self, *self.layers, *(la.attn for la in self.layers))
         arrays = {
             id(a): a
             for obj in owners
@@ -161,20 +173,15 @@ class NumpyEngine(Engine):
             )
         self.w = self._weights(self.flat)
         self.g = self._weights(self.grad)
-        # NOTE: wte and wpe are adjacent in state_dict order: one (V + block_size, C) view
-        # of their gradients lets one product write both (see L.embedding_backward).
-        assert self.offsets["wte"][1] == self.offsets["wpe"][0]
-        self._dembed = self.grad[: self.offsets["wpe"][1]].reshape(-1, config.n_embd)
         V, C = vocab_size, config.n_embd
-        self._eye = np.eye(V, dtype=self.np_dtype)  # (V, V) one-hot rows of the targets
         self._avg = L.summing_matrix(C, self.np_dtype, 1 / C)  # (C, C) or (C, 1) row means
         self._ones_v = L.summing_matrix(V, self.np_dtype)  # (V, V) or (V, 1) row sums
+        # (V, V) one-hot rows for the embedding gradient and the targets, for small V only;
+        # larger vocabularies take the plain O(N * V) kernels (see L.ONEHOT_MAX_V)
+        self._eye = np.eye(V, dtype=self.np_dtype) if V <= L.ONEHOT_MAX_V else None
         self._workspaces: dict[tuple[int, int], Workspace] = {}  # (B, T) -> buffers
         self._arange = np.arange(config.block_size)  # (block_size,)
-        if config.mlp == "relu2":
-            self._act_forward, self._act_backward = L.relu2_forward, L.relu2_backward
-        else:
-            self._act_forward, self._act_backward = L.relu_forward, L.relu_backward
+        self._relu2 = config.mlp == "relu2"
 
     # --- the flat buffers -------------------------------------------------------------------
     def _view(self, buf: np.ndarray, name: str) -> np.ndarray:
@@ -206,7 +213,8 @@ class NumpyEngine(Engine):
     def _workspace(self, B: int, T: int) -> Workspace:
         ws = self._workspaces.get((B, T))
         if ws is None:
-            ws = Workspace(B, T, self.config, self.vocab_size, self.np_dtype)
+            onehot = self._eye is not None
+            ws = Workspace(B, T, self.config, self.vocab_size, self.np_dtype, onehot)
             kept = sum(w.nbytes for w in self._workspaces.values())
             if kept + ws.nbytes > self.WORKSPACE_BYTES:
                 self._workspaces.clear()
@@ -215,8 +223,9 @@ class NumpyEngine(Engine):
 
     # --- batches ------------------------------------------------------------------------------
     def _prepare(self, batch: list[list[int]]):
-        """Pad the batch: input ids (B, T), the scored rows of the flattened (B*T) positions,
-        their targets, and the (B*T, 1) weight of each row in the mean (None: no padding)."""
+        """Pad the batch: input ids (N,) of B sequences of T tokens, B, T, the scored rows of
+        the N positions, their targets, and the (N, 1) weight of each row in the mean (None:
+        no padding)."""
         block_size = self.config.block_size
         B = len(batch)
         if B == 1:
@@ -225,7 +234,7 @@ class NumpyEngine(Engine):
             if not 1 <= T <= block_size:
                 self._bad_length(len(tokens))
             a = np.array(tokens)  # (T + 1,)
-            return a[None, :-1], T, self._arange[:T], a[1:], None
+            return a[:-1], 1, T, self._arange[:T], a[1:], None
         lens = [len(s) - 1 for s in batch]
         T = max(lens)
         if T > block_size or min(lens) < 0 or sum(lens) == 0:
@@ -238,7 +247,7 @@ class NumpyEngine(Engine):
         targets = padded[:, 1:].reshape(-1)[rows]  # (n,)
         # (N, 1): 1/n on scored rows, 0 on padding
         weight = None if valid.all() else (valid.reshape(-1, 1) / len(rows)).astype(self.np_dtype)
-        return padded[:, :-1], T, rows, targets, weight
+        return padded[:, :-1].reshape(-1), B, T, rows, targets, weight
 
     def _bad_length(self, n: int):
         raise EngineError(
@@ -247,59 +256,101 @@ class NumpyEngine(Engine):
         )
 
     # --- the model ------------------------------------------------------------------------------
-    def _forward(self, idx: np.ndarray, T: int):
-        """Logits (B*T, V) for input ids idx (B, T), and every layer's cache for backward.
-        The logits are the workspace's buffer: valid until the next call of this shape."""
-        w, avg = self.w, self._avg
-        ws = self._workspace(idx.shape[0], T)
-        x, emb_cache = L.embedding_forward(w.wte, w.wpe, idx, ws.x0)  # (N, C)
-        x, norm0 = L.rmsnorm_forward(x, ws.norm0, ws.rms0, avg)  # (N, C)
-        caches = []
-        for blk, act in zip(w.blocks, ws.layers, strict=True):
-            # 1) multi-head attention
-            xn, c_n1 = L.rmsnorm_forward(x, act.xn1, act.rms1, avg)  # (N, C)
-            qkv, c_qkv = L.linear_forward(xn, blk.wqkv, act.att.qkv)  # (N, 3C)
-            y, c_att = L.attention_forward(qkv, act.att)  # (N, C)
-            xo, c_o = L.linear_forward(y, blk.wo, act.xo)  # (N, C)
-            xo += x  # residual: (N, C)
-            # 2) MLP
-            xn, c_n2 = L.rmsnorm_forward(xo, act.xn2, act.rms2, avg)  # (N, C)
-            h, c_fc1 = L.linear_forward(xn, blk.fc1, act.h)  # (N, 4C)
-            a, c_act = self._act_forward(h, act.a)  # (N, 4C)
-            x, c_fc2 = L.linear_forward(a, blk.fc2, act.out)  # (N, C)
-            x += xo  # residual: (N, C)
-            caches.append((c_n1, c_qkv, c_att, c_o, c_n2, c_fc1, c_act, c_fc2))
-        logits, c_lm = L.linear_forward(x, w.lm_head, ws.logits)  # (N, V)
-        return logits, (ws, emb_cache, norm0, caches, c_lm)
+    def _forward(self, idx: np.ndarray, B: int, T: int, cache: KVCache | None = None, pos=0):
+        """Logits (N, V) for input ids idx (N,), B sequences of T tokens, into the workspace
+        of shape (B, T), which keeps every activation for the backward; returns it. The
+        logits are valid until the next call of this shape. With a KV cache: one token at
+        position `pos`, attending to the cache's earlier positions (decode)."""
+        w = self.w
+        ws = self._workspace(B, T)
+        L.embedding_forward(ws.x0, idx, w.wte, w.wpe[pos:] if pos else w.wpe, B, T)  # (N, C)
+        L.rmsnorm_forward(ws.norm0, ws.rms0, ws.x0, self._avg)  # (N, C)
+        x = ws.norm0  # (N, C)
+        for li, (blk, act) in enumerate(zip(w.blocks, ws.layers, strict=True)):
+            self._block_forward(act, x, blk, cache, li)
+            x = act.out  # (N, C)
+        L.linear_forward(ws.logits, x, w.lm_head)  # (N, V)
+        return ws
 
-    def _backward(self, dlogits: np.ndarray, cache) -> None:
-        """Write every gradient into self.grad, given d loss/d logits (N, V)."""
-        g = self.g
-        ws, emb_cache, norm0, caches, c_lm = cache
-        dx = L.linear_backward(dlogits, c_lm, g.lm_head, ws.dx)  # (N, C)
-        for gblk, (c_n1, c_qkv, c_att, c_o, c_n2, c_fc1, c_act, c_fc2) in zip(
-            reversed(g.blocks), reversed(caches), strict=True
+    def _block_forward(
+        self, act: LayerActivations, x: np.ndarray, blk: Block, cache: KVCache | None, li: int
+    ) -> None:
+        """One transformer layer (number li): x (N, C) -> act.out (N, C), every activation
+        kept in act. With a KV cache (decode), attention reads layer li's cache instead."""
+        avg = self._avg
+        # 1) multi-head attention
+        L.rmsnorm_forward(act.xn1, act.rms1, x, avg)  # (N, C)
+        L.linear_forward(act.qkv, act.xn1, blk.wqkv)  # (N, 3C)
+        if cache is not None:  # one position: (1, C)
+            L.attention_decode(act.atty, cache.att[li], act.qkv, cache.k[li], cache.v[li], cache.n)
+        elif act.attn.blocked:
+            L.attention_forward_blocked(act.atty, act.att, act.qkv, act.attn)  # (T, C)
+        else:
+            L.attention_forward(act.atty, act.att, act.qkv, act.attn)  # (N, C)
+        L.linear_forward(act.xo, act.atty, blk.wo)  # (N, C)
+        act.xo += x  # (N, C) residual
+        # 2) MLP
+        L.rmsnorm_forward(act.xn2, act.rms2, act.xo, avg)  # (N, C)
+        L.linear_forward(act.h, act.xn2, blk.fc1)  # (N, 4C)
+        if self._relu2:
+            L.relu2_forward(act.a, act.h)  # (N, 4C); relu(h) stays in h
+        else:
+            L.relu_forward(act.a, act.h)  # (N, 4C); a is h
+        L.linear_forward(act.out, act.a, blk.fc2)  # (N, C)
+        act.out += act.xo  # (N, C) residual
+
+    def _block_backward(
+        self, dx: np.ndarray, act: LayerActivations, blk: Block, gblk: Block, ws: Workspace
+    ) -> None:
+        """_block_forward's backward: dx (N, C) holds d loss/d act.out on entry and d loss/d
+        the block's input on return; the block's weight gradients go into gblk."""
+        avg = self._avg
+        # 2) MLP: dx reaches the block's input both through the residual and the MLP
+        L.linear_backward(ws.dh, gblk.fc2, dx, act.a, blk.fc2)  # (N, 4C)
+        if self._relu2:
+            L.relu2_backward(ws.dh, ws.dh, act.h)  # (N, 4C)
+        else:
+            L.relu_backward(ws.dh, ws.dh, act.h)  # (N, 4C)
+        L.linear_backward(ws.dnorm, gblk.fc1, ws.dh, act.xn2, blk.fc1)  # (N, C)
+        L.rmsnorm_backward(ws.dres, ws.dnorm, act.xn2, act.rms2, avg, ws.dtmp)  # (N, C)
+        dx += ws.dres  # (N, C)
+        # 1) attention
+        L.linear_backward(ws.dy, gblk.wo, dx, act.atty, blk.wo)  # (N, C)
+        if act.attn.blocked:
+            L.attention_backward_blocked(act.dqkv, ws.dy, act.att, act.qkv, act.attn)  # (T, 3C)
+        else:
+            L.attention_backward(act.dqkv, ws.dy, act.att, act.qkv, act.attn)  # (N, 3C)
+        L.linear_backward(ws.dnorm, gblk.wqkv, act.dqkv, act.xn1, blk.wqkv)  # (N, C)
+        L.rmsnorm_backward(ws.dres, ws.dnorm, act.xn1, act.rms1, avg, ws.dtmp)  # (N, C)
+        dx += ws.dres  # (N, C)
+
+    def _backward(self, ws: Workspace, idx: np.ndarray, B: int, T: int) -> None:
+        """Write every gradient into self.grad, given d loss/d logits (N, V) in ws.logits."""
+        w, g = self.w, self.g
+        L.linear_backward(ws.dx, g.lm_head, ws.logits, ws.layers[-1].out, w.lm_head)  # (N, C)
+        for act, blk, gblk in zip(
+            reversed(ws.layers), reversed(w.blocks), reversed(g.blocks), strict=True
         ):
-            # 2) MLP: dx reaches the block's input both through the residual and the MLP
-            da = L.linear_backward(dx, c_fc2, gblk.fc2, ws.dh)  # (N, 4C)
-            dh = self._act_backward(da, c_act)  # (N, 4C)
-            dxn = L.linear_backward(dh, c_fc1, gblk.fc1, ws.dnorm)  # (N, C)
-            dx += L.rmsnorm_backward(dxn, c_n2, ws.dres, ws.dtmp)  # (N, C)
-            # 1) attention
-            dy = L.linear_backward(dx, c_o, gblk.wo, ws.dy)  # (N, C)
-            dqkv = L.attention_backward(dy, c_att)  # (N, 3C)
-            dxn = L.linear_backward(dqkv, c_qkv, gblk.wqkv, ws.dnorm)  # (N, C)
-            dx += L.rmsnorm_backward(dxn, c_n1, ws.dres, ws.dtmp)  # (N, C)
-        dx = L.rmsnorm_backward(dx, norm0, ws.dres, ws.dtmp)  # (N, C)
-        L.embedding_backward(dx, emb_cache, self._dembed, ws.onehot)
+            self._block_backward(ws.dx, act, blk, gblk, ws)  # (N, C)
+        L.rmsnorm_backward(ws.dres, ws.dx, ws.norm0, ws.rms0, self._avg, ws.dtmp)  # (N, C)
+        # d wte (V, C) and d wpe (block_size, C): one-hot products for small V, else a scatter
+        if self._eye is not None:
+            L.embedding_backward(g.wte, g.wpe, ws.dres, idx, self._eye, ws.tokens, ws.positions)
+        else:
+            L.embedding_backward_naive(g.wte, g.wpe, ws.dres, idx, B, T)
 
     # --- training -----------------------------------------------------------------------------
     def forward_backward(self, batch: list[list[int]]) -> float:
-        idx, T, rows, targets, weight = self._prepare(batch)
-        logits, cache = self._forward(idx, T)  # (N, V)
+        idx, B, T, rows, targets, weight = self._prepare(batch)
+        ws = self._forward(idx, B, T)
         self._stepped = False
-        loss, ce_cache = L.crossentropy_forward(logits, rows, targets, self._ones_v)
-        self._backward(L.crossentropy_backward(ce_cache, weight, self._eye), cache)
+        probs = ws.logits  # (N, V) the softmax overwrites the logits, then its gradient does
+        loss = L.crossentropy_forward(probs, ws.logits, rows, targets, self._ones_v)
+        if weight is None and self._eye is not None:  # every row scored, small V
+            L.crossentropy_backward(ws.logits, probs, targets, self._eye)  # (N, V)
+        else:
+            L.crossentropy_backward_naive(ws.logits, probs, rows, targets, weight)  # (N, V)
+        self._backward(ws, idx, B, T)
         return loss
 
     def adam_step(self, lr: float, t: int) -> None:
@@ -366,25 +417,24 @@ class NumpyEngine(Engine):
         T = len(tokens)
         if not 1 <= T <= self.config.block_size:
             self._bad_length(T)
-        logits, _ = self._forward(np.array(tokens)[None, :], T)  # (T, V)
-        return logits.astype(np.float64).tolist()
+        ws = self._forward(np.array(tokens), 1, T)
+        return ws.logits.astype(np.float64).tolist()  # (T, V)
 
     def loss(self, batch: list[list[int]]) -> float:
-        idx, T, rows, targets, _ = self._prepare(batch)
-        logits, _ = self._forward(idx, T)  # (N, V)
-        loss, _ = L.crossentropy_forward(logits, rows, targets, self._ones_v)
-        return loss
+        idx, B, T, rows, targets, _ = self._prepare(batch)
+        ws = self._forward(idx, B, T)
+        return L.crossentropy_forward(ws.logits, ws.logits, rows, targets, self._ones_v)
 
     def attention(self, tokens: list[int]) -> list[list[list[list[float]]]]:
         T = len(tokens)
         if not 1 <= T <= self.config.block_size:
             self._bad_length(T)
-        _, (ws, *_) = self._forward(np.array(tokens)[None, :], T)
+        ws = self._forward(np.array(tokens), 1, T)
         # row t keeps positions s <= t only, as the reference reports it
         return [
             [
                 [row[: t + 1] for t, row in enumerate(head.astype(np.float64).tolist())]
-                for head in act.att.probabilities()[0]
+                for head in act.attn.probabilities()[0]
             ]
             for act in ws.layers
         ]
@@ -392,28 +442,16 @@ class NumpyEngine(Engine):
     def new_cache(self) -> KVCache:
         c = self.config
         shape = (c.n_layer, c.n_head, c.block_size, c.head_dim)
-        return KVCache(k=np.zeros(shape, self.np_dtype), v=np.zeros(shape, self.np_dtype))
+        return KVCache(
+            k=np.zeros(shape, self.np_dtype),
+            v=np.zeros(shape, self.np_dtype),
+            att=np.zeros(shape[:3], self.np_dtype),
+        )
 
     def decode(self, cache: KVCache, token_id: int, pos_id: int) -> list[float]:
-        n = cache.n
-        if n >= self.config.block_size or not 0 <= pos_id < self.config.block_size:
+        if cache.n >= self.config.block_size or not 0 <= pos_id < self.config.block_size:
             raise EngineError(f"cannot decode past block_size ({self.config.block_size}) positions")
-        w, NH, avg = self.w, self.config.n_head, self._avg
-        ws = self._workspace(1, 1)  # one position's buffers
-        x = ws.x0  # (1, C)
-        np.add(w.wte[token_id], w.wpe[pos_id], x[0])  # (C,)
-        x, _ = L.rmsnorm_forward(x, ws.norm0, ws.rms0, avg)  # (1, C)
-        for li, (blk, act) in enumerate(zip(w.blocks, ws.layers, strict=True)):
-            xn, _ = L.rmsnorm_forward(x, act.xn1, act.rms1, avg)  # (1, C)
-            qkv, _ = L.linear_forward(xn, blk.wqkv, act.att.qkv)  # (1, 3C)
-            y, _ = L.attention_decode(qkv, cache.k[li], cache.v[li], n, NH)  # (1, C)
-            xo, _ = L.linear_forward(y, blk.wo, act.xo)  # (1, C)
-            xo += x  # (1, C)
-            xn, _ = L.rmsnorm_forward(xo, act.xn2, act.rms2, avg)  # (1, C)
-            h, _ = L.linear_forward(xn, blk.fc1, act.h)  # (1, 4C)
-            a, _ = self._act_forward(h, act.a)  # (1, 4C)
-            x, _ = L.linear_forward(a, blk.fc2, act.out)  # (1, C)
-            x += xo  # (1, C)
-        logits, _ = L.linear_forward(x, w.lm_head, ws.logits)  # (1, V)
-        cache.n = n + 1
-        return logits[0].tolist()
+        # the forward's own code on one position, attention reading the cache (1, V)
+        ws = self._forward(np.array([token_id]), 1, 1, cache, pos_id)
+        cache.n += 1
+        return ws.logits[0].tolist()
