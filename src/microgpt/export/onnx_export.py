@@ -29,7 +29,8 @@ except ModuleNotFoundError as e:  # pragma: no cover - depends on the installati
     from .quantize import ExportError
 
     raise ExportError(
-        f"--format onnx needs the {e.name!r} package; install it with: pip install 'microgpt-lab[onnx]'"
+        f"--format onnx needs the {e.name!r} package; install it with: "
+        "pip install 'microgpt-lab[onnx]'"
     ) from None
 
 from ..checkpoint import Checkpoint
