@@ -86,6 +86,7 @@ def test_ref_engine_refuses_float32(names_path, cli_env):
     ]
 
 
+@pytest.mark.slow  # every engine row in fresh processes (torch loads in each): ~15 s
 def test_bench_quick_reports_every_field(names_path, cli_env):
     """A smoke run of the benchmark: the table and the JSON line, with every field (no time
     is checked, only that it was measured); the engines agree on the loss they reach."""
