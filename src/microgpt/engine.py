@@ -94,7 +94,8 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def new_cache(self) -> Any:
-        """An empty KV cache for incremental decoding."""
+        """An empty KV cache for incremental decoding: the engine's own typed object (a
+        KVCache of per-layer keys and values), passed back to `decode` unchanged."""
 
     @abc.abstractmethod
     def decode(self, cache: Any, token_id: int, pos_id: int) -> list[float]:

@@ -11,6 +11,7 @@ record. Standard library only.
 from __future__ import annotations
 
 from array import array
+from typing import NamedTuple
 
 from ..config import ModelConfig, OptimConfig
 from ..engine import Engine
@@ -101,6 +102,13 @@ def sequence_losses(tokens, state_dict, config: ModelConfig):
     return losses
 
 
+class KVCache(NamedTuple):
+    """The original's `keys` and `values`: per layer, every earlier position's k and v."""
+
+    keys: list[list[list[Value]]]
+    values: list[list[list[Value]]]
+
+
 class RefEngine(Engine):
     """The original program's arithmetic behind the engine interface."""
 
@@ -181,10 +189,10 @@ class RefEngine(Engine):
         cache = self.new_cache()
         return [self.decode(cache, tok, pos) for pos, tok in enumerate(tokens)]
 
-    def new_cache(self):
-        return [[] for _ in range(self.config.n_layer)], [[] for _ in range(self.config.n_layer)]
+    def new_cache(self) -> KVCache:
+        n_layer = self.config.n_layer
+        return KVCache([[] for _ in range(n_layer)], [[] for _ in range(n_layer)])
 
-    def decode(self, cache, token_id, pos_id):
-        keys, values = cache
-        logits = gpt(token_id, pos_id, keys, values, self.state_dict, self.config)
+    def decode(self, cache: KVCache, token_id, pos_id):
+        logits = gpt(token_id, pos_id, cache.keys, cache.values, self.state_dict, self.config)
         return [logit.data for logit in logits]
