@@ -86,7 +86,8 @@ def cmd_train(args) -> int:
         distributed_checks(launch, spec)
     with contextlib.ExitStack() as stack:
         if not writes:
-            stack.enter_context(contextlib.redirect_stdout(open(os.devnull, "w")))  # noqa: SIM115
+            null = stack.enter_context(open(os.devnull, "w"))
+            stack.enter_context(contextlib.redirect_stdout(null))
         if args.resume:
             run = runs.resume(spec, write=writes)
             if not args.quiet:

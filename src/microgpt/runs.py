@@ -375,8 +375,11 @@ def train(
     except TrainingError as e:
         if out is not None and out.saved_step is not None:
             kept = f"the last good checkpoint, {out.latest} (step {out.saved_step}), is kept"
+        elif out is not None and run.checkpoint_every:
+            kept = (f"it diverged before its first checkpoint (due at step "
+                    f"{run.checkpoint_every}), so nothing was saved")  # fmt: skip
         elif out is not None:
-            kept = "no checkpoint was written yet (add --checkpoint-every N to keep one)"
+            kept = "no checkpoint was written (add --checkpoint-every N to keep one as it trains)"
         else:
             kept = "nothing was saved (no --out DIR)"
         raise TrainingError(f"{e}; {kept}") from None
