@@ -94,8 +94,7 @@ def cmd_train(args) -> int:
                 say(f"resuming {run.resumed_from} at step {run.trainer.step_count} of "
                     f"{run.trainer.train.num_steps}")  # fmt: skip
         else:
-            run = runs.start(spec, out=args.out if writes else None, force=args.force,
-                             show=print)  # fmt: skip
+            run = runs.start(spec, out=args.out, force=args.force, show=print, write=writes)
             if run.trainer.val_docs and not args.quiet:
                 say(f"validation: {len(run.trainer.val_docs)} held-out document(s), "
                     f"{len(run.trainer.docs)} for training")  # fmt: skip

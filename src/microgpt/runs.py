@@ -220,19 +220,21 @@ def start(
     out: str | os.PathLike | None = None,
     force: bool = False,
     show: Callable[[str], None] | None = None,
+    write: bool = True,
 ) -> Run:
     """A new run: validate the spec, read and shuffle the documents, draw the weights.
 
     One generator seeded with the seed shuffles the documents and then draws the weights
     (the original's order); the held-out documents are the shuffled list's tail. With `out`,
     the run's directory is checked before anything is read and created once the run is
-    built (`force` replaces a run already there). `show` gets the lines the original prints
-    first (num docs, vocab size, num params).
+    built (`force` replaces a run already there); `write=False` sets the same run up without
+    touching `out` (the processes of a torchrun job but rank 0). `show` gets the lines the
+    original prints first (num docs, vocab size, num params).
     """
     preset, model, optim, train = spec.configs()
     if spec.checkpoint_every and out is None:
         raise ConfigError("--checkpoint-every needs --out DIR to write the checkpoints to")
-    if out is not None:
+    if out is not None and write:
         rundir.check_new(out, force)  # before anything is read or written
     engine_cls, engine_name, dtype, kwargs = spec.engine.build()
     rng = random.Random(train.seed)  # Let there be order among chaos
@@ -254,7 +256,7 @@ def start(
         show(f"vocab size: {trainer.tokenizer.vocab_size}")
         show(f"num params: {num_params(model, trainer.tokenizer.vocab_size)}")
     run = Run(trainer, preset, engine_name)
-    if out is not None:
+    if out is not None and write:
         run.dir = rundir.RunDir.create(out, force, run.config_record())
     return run
 
