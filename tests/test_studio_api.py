@@ -289,49 +289,69 @@ def test_autograd_graph_matches_the_engine_gradients(serve, names_path):
     client.post("/api/train", {"action": "start"})
     client.events(steps_done(5))
     client.post("/api/train", {"action": "stop"})
-    status, d = client.post("/api/graph", {"text": "emma", "position": 0, "depth": 2})
+    status, d = client.post("/api/graph", {"text": "emma", "position": 0})
     assert status == 200
     step = d["step"]
-    ops = dict(d["summary"]["ops"])
+    ops = {op: n for op, n, _ in d["summary"]["ops"]}
     # hand count for one layer at position 0: one softmax per head over one key, one
     # softmax over the vocabulary, one log, 4 * n_embd ReLUs
     assert ops["exp"] == 2 * 1 + 27 and ops["log"] == 1 and ops["relu"] == 4 * 8
-    root = d["nodes"][0]
+    nodes = {n["id"]: n for n in d["nodes"]}
+    root = nodes[d["focus"]]
     assert root["id"] == d["summary"]["root"] and root["grad"] == 1.0
-    assert len(d["nodes"]) <= 40 and all(len(n["children"]) <= 2 for n in d["nodes"])
+    assert root["name"] == "loss@0 = −log p('e')" and d["path"] == [root["id"]]
+    log_p = nodes[root["children"][0]]
+    assert log_p["name"] == "log p('e')@0" and log_p["op"] == "log"
 
     # Oracle: a second engine from the same weights, trained on the one-position sequence
-    # BOS -> e, has gradients equal to the graph's parameter leaves.
+    # BOS -> e, has gradients equal to the graph's weight leaves.
     session = client.server.session
     tok = session.run.trainer.tokenizer
     engine = load_engine("ref")(session.engine.config, session.engine.optim, tok.vocab_size,
                                 session.engine.parameters())  # fmt: skip
+    moments = session.engine.optimizer_state()
+    engine.load_optimizer_state(*moments)
     loss = engine.forward_backward([tok.doc_tokens("emma")[:2]])
-    assert root["data"] == pytest.approx(loss, rel=1e-12)
+    assert root["data"] == loss  # the same Values, the same order: every bit
     grads = engine.gradients()
-    graph = session._graph
-    checked = 0
-    for i, op in enumerate(graph.ops):
-        if op == "param":
-            name = graph.param_names[id(graph.nodes[i])]
-            mat, r, c = (
-                name.split("[")[0],
-                int(name.split("[")[1][:-1]),
-                int(name.split("[")[2][:-1]),
-            )
-            g = grads[mat]
-            assert graph.nodes[i].grad == pytest.approx(
-                g.data[r * g.shape[1] + c], rel=1e-12, abs=1e-18
-            )
-            checked += 1
-    assert checked == sum(dict(d["summary"]["params"]).values())
-    # expanding a node returns its children; the cached graph is reused for the same step
-    child = root["children"][0]
-    status, e = client.post(
-        "/api/graph", {"text": "emma", "position": 0, "root": child, "depth": 1}
-    )
-    assert e["step"] == step and e["nodes"][0]["id"] == child
-    assert status == 200 and {n["id"] for n in e["nodes"][1:]} <= set(e["nodes"][0]["children"])
+    graph = session._graph_cache[1]
+    weights = [i for i, op in enumerate(graph.ops) if op == "weight"]
+    for i in weights:
+        name, r, c, _ = graph.param_names[id(graph.nodes[i])]
+        assert graph.nodes[i].grad == grads[name].data[r * grads[name].shape[1] + c]
+    assert len(weights) == sum(dict(d["summary"]["params"]).values())
+    # every node a learner can reach is named by what it computes, not by a bare operator
+    for i in graph.shown:
+        v = graph.nodes[i]
+        assert id(v) in graph.trace.names or id(v) in graph.param_names, graph.ops[i]
+    # a Σ node is its terms' sum, added in order from 0 (so: bit for bit)
+    sigma = next(i for i in graph.shown if id(graph.nodes[i]) in graph.trace.sums)
+    total = 0
+    for c in graph.children[sigma]:
+        total = total + graph.nodes[c].data
+    assert total == graph.nodes[sigma].data
+
+    # focusing a weight: its Adam update is the reference engine's next adam_step
+    w = weights[len(weights) // 2]
+    status, e = client.post("/api/graph", {"text": "emma", "position": 0, "focus": w})
+    assert status == 200 and e["step"] == step and e["focus"] == w
+    path = e["path"]
+    assert path[0] == root["id"] and path[-1] == w
+    for parent, child in zip(path, path[1:]):
+        assert child in graph.children[parent]
+    a = e["adam"]
+    name, r, c, label = graph.param_names[id(graph.nodes[w])]
+    assert a["weight"] == label and a["t"] == step + 1
+    engine.adam_step(a["lr"], a["t"])
+    assert a["new"] == engine.parameters()[name].data[r * grads[name].shape[1] + c]
+    assert a["grad"] == grads[name].data[r * grads[name].shape[1] + c]
+    # what uses a node, and a node that is not in the graph
+    shown = {n["id"]: n for n in e["nodes"]}
+    assert all(w in shown[u]["children"] for u in e["used_by"])
+    status, err = client.post("/api/graph", {"text": "emma", "position": 0, "focus": 10**8})
+    assert status == 400 and "click a node" in err["error"]
+    status, err = client.post("/api/graph", {"text": "emma", "position": 9})
+    assert status == 400 and "pick 0 to 4" in err["error"]
 
 
 def test_sample_endpoint(serve, names_path):
@@ -656,6 +676,29 @@ def test_the_traced_forward_is_the_reference_forward_bit_for_bit(preset, n_layer
         got = [v.data for v in traced_gpt(tok, pos, *b_kv, b_sd, model, trace)]
         assert got == want
     assert [len(rows) for rows in trace.attention[0]] == [6, 6]
+
+
+@pytest.mark.parametrize("preset", ["final", "first"])
+def test_the_traced_losses_are_the_reference_losses_bit_for_bit(preset):
+    """studio.trace.traced_sequence_losses names every Value; its losses and every
+    gradient are ref.model.sequence_losses' exactly."""
+    from microgpt.config import get_preset
+    from microgpt.ref.model import sequence_losses
+    from microgpt.studio.trace import Trace, traced_sequence_losses, value_state_dict
+
+    model = dataclasses.replace(get_preset(preset).model, n_layer=2, n_embd=8, n_head=2)
+    params = init_params(model, 7, random.Random(5))
+    tokens = [6, 1, 2, 3, 1, 0, 6]
+    a_sd, b_sd = value_state_dict(params), value_state_dict(params)
+    want = sequence_losses(tokens, a_sd, model)
+    got = traced_sequence_losses(tokens, b_sd, model, Trace.empty(model))
+    assert [v.data for v in got] == [v.data for v in want]
+    want[-1].backward()
+    got[-1].backward()
+    for name in a_sd:
+        assert [p.grad for row in b_sd[name] for p in row] == [
+            p.grad for row in a_sd[name] for p in row
+        ]
 
 
 def test_event_log_resume_rules():

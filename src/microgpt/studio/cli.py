@@ -85,7 +85,6 @@ def add_studio_parser(sub) -> None:
 
 def build_session(args):
     """The session `microgpt studio` serves for these parsed flags."""
-    from .runs import checkpoint_run, new_run
     from .session import Session
 
     for name in ("sample_every", "val_every", "num_samples"):
@@ -98,13 +97,11 @@ def build_session(args):
     if args.checkpoint:
         spec = resume_spec(args, args.checkpoint, action="opening a checkpoint")
         spec = dataclasses.replace(spec, temperature=None, num_samples=None)
-        make_run = lambda: checkpoint_run(spec)  # noqa: E731
     else:
         spec = run_spec(args, temperature=None, num_samples=None)
         spec.configs()  # a bad flag is a one-line error before the server starts
-        make_run = lambda: new_run(spec)  # noqa: E731
     return Session(
-        make_run, sample_every=args.sample_every, num_samples=args.num_samples,
+        spec, sample_every=args.sample_every, num_samples=args.num_samples,
         temperature=args.temperature, val_every=args.val_every,
     )  # fmt: skip
 
