@@ -8,6 +8,7 @@ the autograd graph, and `sample.generate` for the sampler.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.client
 import json
@@ -129,8 +130,9 @@ def studio_args(names_path, *extra):
     )
 
 
-@pytest.fixture
-def serve():
+@contextlib.contextmanager
+def serving():
+    """Yields start(args) -> Client: a studio for these flags, served on a thread."""
     servers = []
 
     def start(args) -> Client:
@@ -139,11 +141,19 @@ def serve():
         servers.append(server)
         return Client(server)
 
-    yield start
-    for server in servers:
-        server.session.close()
-        server.shutdown()
-        server.server_close()
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.session.close()
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture
+def serve():
+    with serving() as start:
+        yield start
 
 
 def finished(events):

@@ -21,7 +21,8 @@ class FieldError(ValueError):
 @dataclass(frozen=True)
 class Field:
     """One field: its type (bool, int, float, str or one of `choices`), its range, its
-    default when absent, and whether null is allowed (null means "off" or "none")."""
+    default when absent (None: required unless nullable), and whether null is allowed
+    (null means "off", "none" or "keep")."""
 
     kind: type
     label: str  # how the page names it
@@ -84,7 +85,7 @@ def parse(body: dict, schema: dict[str, Field]) -> dict:
     if unknown:
         raise FieldError(f"unknown field {unknown[0]!r}; this request takes "
                          f"{', '.join(schema) or 'no fields'}")  # fmt: skip
-    return {key: f.parse(body[key]) if key in body else f.default for key, f in schema.items()}
+    return {key: f.parse(body.get(key, f.default)) for key, f in schema.items()}
 
 
 # --- the endpoints' fields ------------------------------------------------------------------

@@ -156,6 +156,11 @@ class CancellableEngine:
         if self._cancel.is_set():
             raise Cancelled
         self._tick()
+        # NOTE: a draw is pure Python, like a reference-engine step; threads share one
+        # interpreter lock, which a busy thread gives up only every 5 ms. Giving it up
+        # before every token lets a waiting training step in at once: the draw runs in
+        # token-sized slices, at a lower priority than training.
+        time.sleep(0)
 
     def decode(self, cache, token_id, pos_id):
         self._check()
