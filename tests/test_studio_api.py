@@ -430,6 +430,61 @@ def test_reset_repeats_the_run_and_events_resume(serve, names_path):
     assert [d["loss"] for _, k, d in again if k == "step"][:4] == losses
 
 
+def test_settings_from_the_page_are_a_cli_run(serve, names_path, tmp_path, cli_env):
+    """Settings edited in the page become a RunSpec started by runs.start: the streamed
+    losses are `microgpt train`'s metrics.jsonl with the same flags."""
+    settings = {"steps": 12, "learning_rate": 0.02, "n_embd": 12, "n_layer": 2, "n_head": 3,
+                "block_size": 6, "seed": 3}  # fmt: skip
+    out = tmp_path / "run"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+    r = main_cli(["train", "--engine", "ref", "--data", str(names_path), *flags,
+                  "--num-samples", "1", "--out", str(out)], cli_env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    client = serve(studio_args(names_path, "--engine", "ref"))
+    status, state = client.post("/api/settings", settings)
+    assert status == 200 and state["settings"] == settings and state["run"] == 2
+    cli_model = json.loads((out / "config.json").read_text())["model"]
+    assert state["step"] == 0 and all(cli_model[k] == v for k, v in state["model"].items())
+    client.post("/api/train", {"action": "start"})
+    events = client.events(finished, last_event_id=None)
+    assert [d["loss"] for _, k, d in events if k == "step"] == [m["loss"] for m in metrics]
+    # null keeps a setting; reset repeats the new run, not the first one
+    status, again = client.post("/api/settings", {"steps": None, "seed": None})
+    assert status == 200 and again["settings"] == settings and again["run"] == 3
+
+
+def test_step_once_pace_and_continue(serve, names_path):
+    client = serve(studio_args(names_path, "--engine", "ref"))
+    status, state = client.post("/api/train", {"action": "step"})
+    assert status == 200
+    events = client.events(finished)
+    assert [d["step"] for _, k, d in events if k == "step"] == [1]
+    _, _, payload = client.get("/api/state")
+    state = json.loads(payload)
+    assert state["step"] == 1 and not state["running"] and state["elapsed_s"] > 0
+    # a pace: the steps per second the page shows keep to it (a busy machine only slows)
+    status, state = client.post("/api/pace", {"steps_per_s": 10})
+    assert status == 200 and state["steps_per_s_pace"] == 10
+    client.post("/api/train", {"action": "start"})
+    last = events[-1][0]
+    paced = client.events(steps_done(6), last_event_id=last)
+    client.post("/api/train", {"action": "stop"})
+    steps = [d for _, k, d in paced if k == "step"]
+    assert [d["step"] for d in steps][:6] == [2, 3, 4, 5, 6, 7]
+    assert all(d["steps_per_s"] is None or d["steps_per_s"] <= 10 * 1.2 for d in steps)
+    assert steps[-1]["elapsed_s"] > steps[0]["elapsed_s"]
+    # full speed to the set steps; then Step needs more steps first, and Continue adds them
+    client.post("/api/pace", {"steps_per_s": None})
+    client.post("/api/train", {"action": "start"})
+    client.events(lambda ev: finished(ev) and ev[-1][2]["step"] == STEPS,
+                  last_event_id=paced[-1][0])  # fmt: skip
+    status, err = client.post("/api/train", {"action": "step"})
+    assert status == 400 and "Continue" in err["error"]
+    status, state = client.post("/api/continue", {"steps": 3})
+    assert status == 200 and state["num_steps"] == STEPS + 3
+
+
 def test_checkpoint_opens_where_training_ended(serve, names_path, cli_run):
     out, _ = cli_run
     args = build_parser().parse_args(["studio", "--checkpoint", str(out / "model.safetensors"),
@@ -464,6 +519,13 @@ def test_checkpoint_continues_as_cli_resume(serve, names_path, cli_run, tmp_path
     steps = [d for _, k, d in events if k == "step"]
     assert [d["step"] for d in steps] == list(range(STEPS + 1, STEPS + 6))
     assert [d["loss"] for d in steps] == expected
+    # a new run trained to its steps, then continued past them in the page: the same
+    client = serve(studio_args(names_path, "--engine", "ref"))
+    client.post("/api/train", {"action": "start"})
+    first = client.events(finished)
+    client.post("/api/continue", {"steps": 5})
+    more = client.events(finished, last_event_id=first[-1][0])
+    assert [d["loss"] for _, k, d in more if k == "step"] == expected
 
 
 def test_checkpoint_without_data_or_adam_state_is_inspect_only(serve, names_path, cli_run,

@@ -445,7 +445,8 @@ class Session:
 
         def on_step(result: StepResult) -> None:
             now = time.monotonic()
-            self._window.append((now, result.tokens, time.perf_counter() - t0))
+            # by the step's start: starts keep the pace exactly, ends jitter with the work
+            self._window.append((last_start, result.tokens, time.perf_counter() - t0))
             recent = [w for w in self._window if now - w[0] <= 5.0]
             span = recent[-1][0] - recent[0][0]
             compute = sum(w[2] for w in recent)
