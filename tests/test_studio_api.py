@@ -454,6 +454,17 @@ def test_settings_from_the_page_are_a_cli_run(serve, names_path, tmp_path, cli_e
     assert status == 200 and again["settings"] == settings and again["run"] == 3
 
 
+def test_a_diverged_run_is_explained_in_the_page_terms(serve, names_path):
+    client = serve(studio_args(names_path, "--engine", "ref"))
+    status, _ = client.post("/api/settings", {"learning_rate": 1.0})
+    assert status == 200
+    client.post("/api/train", {"action": "start"})
+    events = client.events(finished)
+    (error,) = [d["message"] for _, k, d in events if k == "train_error"]
+    assert "diverged" in error and "learning rate" in error and "Settings" in error
+    assert "--" not in error  # the page has no command-line flags
+
+
 def test_step_once_pace_and_continue(serve, names_path):
     client = serve(studio_args(names_path, "--engine", "ref"))
     status, state = client.post("/api/train", {"action": "step"})

@@ -30,7 +30,7 @@ from ..init import num_params
 from ..report import Report, make_report
 from ..schedule import learning_rate
 from ..tokenizer import Tokenizer
-from ..train import StepResult
+from ..train import StepResult, TrainingError
 from ..train import run as run_training
 from . import fields, views
 from .runs import open_run
@@ -472,7 +472,11 @@ class Session:
         try:
             run_training(tr, eval_every=self.val_every, on_step=on_step, on_eval=on_eval,
                          should_stop=should_stop)  # fmt: skip
-        except Exception as e:  # a bug or a diverged run: show it, do not kill the server
+        except TrainingError as e:  # diverged: say what to do, in the page's own terms
+            what = str(e).split(". Try")[0]
+            self.events.emit("train_error", {"message": f"training stopped: {what}. Lower the "
+                             "learning rate (or the size) in Settings and apply"})  # fmt: skip
+        except Exception as e:  # a bug: show it, do not kill the server
             self.events.emit(
                 "train_error", {"message": f"training stopped: {e.__class__.__name__}: {e}"}
             )
