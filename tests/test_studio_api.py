@@ -504,6 +504,11 @@ def test_checkpoint_opens_where_training_ended(serve, names_path, cli_run):
     _, _, payload = client.get("/api/state")
     state = json.loads(payload)
     assert state["step"] == STEPS and state["num_steps"] == STEPS and state["can_train"]
+    # a checkpoint's run keeps its shape: only its steps can change in the page
+    status, err = client.post("/api/settings", {"n_embd": 16, "n_head": 2})
+    assert status == 400 and "only steps can change" in err["error"]
+    status, err = client.post("/api/settings", {"steps": STEPS - 1})
+    assert status == 400 and f"at least the {STEPS}" in err["error"]
     ckpt = ckpt_io.load(out / "model.safetensors")
     _, d = client.post("/api/inspect", {"text": "ava", "temperature": 1.0})
     tok = ckpt.tokenizer

@@ -275,6 +275,13 @@ def test_one_selected_position_links_every_view(page, studio):
                 "cells => cells.map(c => [+c.dataset.t, +c.dataset.s, +c.dataset.w])")
             assert sorted(got) == sorted([t, s, rows[t][s]] for t in range(n) for s in range(t + 1))
             assert p.page.locator(f"{svg} rect.cell.masked").count() == n * (n - 1) // 2
+    # the pictures explain themselves: axis titles, a colour scale, a probability scale
+    titles = p.page.locator("svg.attn text.axis-title").all_text_contents()
+    assert "key: position read →" in titles and "query: position reading →" in titles
+    assert p.page.locator("#attn-scale .bar").is_visible()
+    assert p.page.locator("svg.bars[data-t='0'] text.tick").all_text_contents()[:3] == [
+        "0", ".5", "1"]
+    assert "BOS" in p.page.inner_text("#view-inside .explain")
     # click an attention cell: its row is the selection, everywhere
     cell = "svg.attn[data-layer='0'][data-head='1'] rect.cell[data-t='2'][data-s='1']"
     p.page.locator(cell).click()
@@ -410,6 +417,12 @@ def test_autograd_graph_is_named_and_keeps_the_clicked_node_in_view(page, studio
     widths = {float(w) for w in p.page.eval_on_selector_all(
         "#graph-edges path.edge", "es => es.map(e => e.getAttribute('stroke-width'))")}
     assert widths  # links drawn, as thick as their gradient
+    # and each node's bar grows with the size of its gradient
+    bars = p.page.eval_on_selector_all(
+        "#graph button.gnode:visible",
+        "ns => ns.map(n => [Math.abs(+n.dataset.grad), n.querySelector('.gbar').offsetWidth])")
+    bars.sort()
+    assert all(a[1] <= b[1] + 1 for a, b in zip(bars, bars[1:])), bars
     p.check_layout("graph")
     p.page.locator("#graph-path button").first.click()  # back to the loss
     p.wait_until(lambda: p.page.locator("#graph-path button").count() == 1, what="the loss")
@@ -423,6 +436,7 @@ def test_sample_report_busy_cancel_and_errors(page, studio):
     server = studio()
     p = page(server)
     p.tab("sample")
+    assert "novel" in p.page.inner_text("#view-sample .explain").lower()
     p.page.fill("#s-count", "12")
     p.page.click("#btn-sample")
     p.wait_until(lambda: p.page.locator("#sample-list li").count() == 12, what="samples")
