@@ -296,15 +296,15 @@ def test_a_long_sample_does_not_stall_the_training_stream(studio_process):
         if state["sampling"] is not None:
             break
         time.sleep(0.02)
-    # meanwhile: another draw is refused (busy), the other views answer
+    time.sleep(max(0.0, 2.5 - (time.monotonic() - t_start)))
+    t_end = time.monotonic()  # the window measured: training while the draw runs
+    # meanwhile, another draw is refused (busy), and the other views answer
     status, busy = remote.post("/api/sample", {"count": 1})
     assert status == 409 and "cancel" in busy["error"]
     status, inside = remote.post("/api/inspect", {"text": "emma"})
     assert status == 200 and inside["step"] > 0
     status, graph = remote.post("/api/graph", {"text": "emma", "position": 1})
-    assert status == 200
-    time.sleep(max(0.0, 2.5 - (time.monotonic() - t_start)))
-    t_cancel = time.monotonic()
+    assert status == 200 and json.loads(remote.get("/api/state")[2])["sampling"] is not None
     status, cancel = remote.post("/api/sample/cancel", {})
     assert status == 200 and cancel["cancelled"]
     sampler.join(timeout=30)
@@ -313,11 +313,11 @@ def test_a_long_sample_does_not_stall_the_training_stream(studio_process):
     assert answer["status"] == 200 and answer["body"]["cancelled"]
     drawn = answer["body"]["report"]["drawn"]
     assert drawn > 0 and json.loads(remote.get("/api/state")[2])["sampling"] is None
-    during = [t for t, _ in arrivals if t_start <= t <= t_cancel]
-    steps = [s for t, s in arrivals if t_start <= t <= t_cancel]
+    during = [t for t, _ in arrivals if t_start <= t <= t_end]
+    steps = [s for t, s in arrivals if t_start <= t <= t_end]
     assert steps == list(range(steps[0], steps[0] + len(steps)))  # none missing
-    gaps = [b - a for a, b in zip([t_start, *during], [*during, t_cancel])]
-    print(f"\ntraining during a {t_cancel - t_start:.2f} s draw ({drawn} tries): "
+    gaps = [b - a for a, b in zip([t_start, *during], [*during, t_end])]
+    print(f"\ntraining during {t_end - t_start:.2f} s of a draw ({drawn} tries in all): "
           f"{len(during)} steps, largest gap {max(gaps) * 1000:.0f} ms")
     assert len(during) >= 10
     assert max(gaps) < 0.2, [round(g, 3) for g in gaps]
