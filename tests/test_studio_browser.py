@@ -365,6 +365,7 @@ def test_embeddings_replay_with_labels_apart(page, studio):
                 assert apart, (a, b)
     p.page.click("#emb-play")  # replay to the latest
     p.wait_until(lambda: p.attr("#emb-chart", "data-step") == "15", what="the replay")
+    p.wait_until(lambda: p.page.inner_text("#emb-play") == "▶ Replay", what="its end")
     texts = p.page.locator("#emb-chart text.axis-title").all_text_contents()
     assert any("principal component" in t for t in texts)
     p.check_layout("embeddings")

@@ -63,9 +63,10 @@ function niceTicks(lo, hi, count) {
   const mag = 10 ** Math.floor(Math.log10(raw));
   const f = raw / mag;
   const step = (f > 5 ? 10 : f > 2 ? 5 : f > 1 ? 2 : 1) * mag;
-  const first = Math.floor(lo / step + 1e-9) * step;
-  const ticks = [];
-  for (let v = first; v < hi + step * 0.999; v += step) ticks.push(Number(v.toPrecision(12)));
+  const ticks = []; // k × step, so that 0 is exactly 0 (never "-0.0")
+  for (let k = Math.floor(lo / step + 1e-9); k * step < hi + step * 0.999; k++) {
+    ticks.push(Number((k * step).toPrecision(12)) || 0);
+  }
   const digits = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
   return { ticks, digits };
 }
@@ -629,9 +630,9 @@ function replay() {
   S.follow = false;
   $("emb-play").textContent = "❚❚ Stop";
   replayTimer = setInterval(() => {
-    if (S.snapIndex >= S.snaps.length - 1) { S.follow = true; stopReplay(); return; }
-    S.snapIndex += 1;
+    S.snapIndex = Math.min(S.snapIndex + 1, S.snaps.length - 1);
     $("emb-slider").value = String(S.snapIndex);
+    if (S.snapIndex === S.snaps.length - 1) { S.follow = true; stopReplay(); }
     drawEmbeddings();
   }, 250);
   $("emb-slider").value = "0";
