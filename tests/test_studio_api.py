@@ -8,6 +8,7 @@ the autograd graph, and `sample.generate` for the sampler.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.client
 import json
@@ -129,8 +130,9 @@ def studio_args(names_path, *extra):
     )
 
 
-@pytest.fixture
-def serve():
+@contextlib.contextmanager
+def serving():
+    """Yields start(args) -> Client: a studio for these flags, served on a thread."""
     servers = []
 
     def start(args) -> Client:
@@ -139,11 +141,19 @@ def serve():
         servers.append(server)
         return Client(server)
 
-    yield start
-    for server in servers:
-        server.session.close()
-        server.shutdown()
-        server.server_close()
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.session.close()
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture
+def serve():
+    with serving() as start:
+        yield start
 
 
 def finished(events):
@@ -289,49 +299,69 @@ def test_autograd_graph_matches_the_engine_gradients(serve, names_path):
     client.post("/api/train", {"action": "start"})
     client.events(steps_done(5))
     client.post("/api/train", {"action": "stop"})
-    status, d = client.post("/api/graph", {"text": "emma", "position": 0, "depth": 2})
+    status, d = client.post("/api/graph", {"text": "emma", "position": 0})
     assert status == 200
     step = d["step"]
-    ops = dict(d["summary"]["ops"])
+    ops = {op: n for op, n, _ in d["summary"]["ops"]}
     # hand count for one layer at position 0: one softmax per head over one key, one
     # softmax over the vocabulary, one log, 4 * n_embd ReLUs
     assert ops["exp"] == 2 * 1 + 27 and ops["log"] == 1 and ops["relu"] == 4 * 8
-    root = d["nodes"][0]
+    nodes = {n["id"]: n for n in d["nodes"]}
+    root = nodes[d["focus"]]
     assert root["id"] == d["summary"]["root"] and root["grad"] == 1.0
-    assert len(d["nodes"]) <= 40 and all(len(n["children"]) <= 2 for n in d["nodes"])
+    assert root["name"] == "loss@0 = −log p('e')" and d["path"] == [root["id"]]
+    log_p = nodes[root["children"][0]]
+    assert log_p["name"] == "log p('e')@0" and log_p["op"] == "log"
 
     # Oracle: a second engine from the same weights, trained on the one-position sequence
-    # BOS -> e, has gradients equal to the graph's parameter leaves.
+    # BOS -> e, has gradients equal to the graph's weight leaves.
     session = client.server.session
     tok = session.run.trainer.tokenizer
     engine = load_engine("ref")(session.engine.config, session.engine.optim, tok.vocab_size,
                                 session.engine.parameters())  # fmt: skip
+    moments = session.engine.optimizer_state()
+    engine.load_optimizer_state(*moments)
     loss = engine.forward_backward([tok.doc_tokens("emma")[:2]])
-    assert root["data"] == pytest.approx(loss, rel=1e-12)
+    assert root["data"] == loss  # the same Values, the same order: every bit
     grads = engine.gradients()
-    graph = session._graph
-    checked = 0
-    for i, op in enumerate(graph.ops):
-        if op == "param":
-            name = graph.param_names[id(graph.nodes[i])]
-            mat, r, c = (
-                name.split("[")[0],
-                int(name.split("[")[1][:-1]),
-                int(name.split("[")[2][:-1]),
-            )
-            g = grads[mat]
-            assert graph.nodes[i].grad == pytest.approx(
-                g.data[r * g.shape[1] + c], rel=1e-12, abs=1e-18
-            )
-            checked += 1
-    assert checked == sum(dict(d["summary"]["params"]).values())
-    # expanding a node returns its children; the cached graph is reused for the same step
-    child = root["children"][0]
-    status, e = client.post(
-        "/api/graph", {"text": "emma", "position": 0, "root": child, "depth": 1}
-    )
-    assert e["step"] == step and e["nodes"][0]["id"] == child
-    assert status == 200 and {n["id"] for n in e["nodes"][1:]} <= set(e["nodes"][0]["children"])
+    graph = session._graph_cache[1]
+    weights = [i for i, op in enumerate(graph.ops) if op == "weight"]
+    for i in weights:
+        name, r, c, _ = graph.param_names[id(graph.nodes[i])]
+        assert graph.nodes[i].grad == grads[name].data[r * grads[name].shape[1] + c]
+    assert len(weights) == sum(dict(d["summary"]["params"]).values())
+    # every node a learner can reach is named by what it computes, not by a bare operator
+    for i in graph.shown:
+        v = graph.nodes[i]
+        assert id(v) in graph.trace.names or id(v) in graph.param_names, graph.ops[i]
+    # a Σ node is its terms' sum, added in order from 0 (so: bit for bit)
+    sigma = next(i for i in graph.shown if id(graph.nodes[i]) in graph.trace.sums)
+    total = 0
+    for c in graph.children[sigma]:
+        total = total + graph.nodes[c].data
+    assert total == graph.nodes[sigma].data
+
+    # focusing a weight: its Adam update is the reference engine's next adam_step
+    w = weights[len(weights) // 2]
+    status, e = client.post("/api/graph", {"text": "emma", "position": 0, "focus": w})
+    assert status == 200 and e["step"] == step and e["focus"] == w
+    path = e["path"]
+    assert path[0] == root["id"] and path[-1] == w
+    for parent, child in zip(path, path[1:]):
+        assert child in graph.children[parent]
+    a = e["adam"]
+    name, r, c, label = graph.param_names[id(graph.nodes[w])]
+    assert a["weight"] == label and a["t"] == step + 1
+    engine.adam_step(a["lr"], a["t"])
+    assert a["new"] == engine.parameters()[name].data[r * grads[name].shape[1] + c]
+    assert a["grad"] == grads[name].data[r * grads[name].shape[1] + c]
+    # what uses a node, and a node that is not in the graph
+    shown = {n["id"]: n for n in e["nodes"]}
+    assert all(w in shown[u]["children"] for u in e["used_by"])
+    status, err = client.post("/api/graph", {"text": "emma", "position": 0, "focus": 10**8})
+    assert status == 400 and "click a node" in err["error"]
+    status, err = client.post("/api/graph", {"text": "emma", "position": 9})
+    assert status == 400 and "pick 0 to 4" in err["error"]
 
 
 def test_sample_endpoint(serve, names_path):
@@ -400,6 +430,72 @@ def test_reset_repeats_the_run_and_events_resume(serve, names_path):
     assert [d["loss"] for _, k, d in again if k == "step"][:4] == losses
 
 
+def test_settings_from_the_page_are_a_cli_run(serve, names_path, tmp_path, cli_env):
+    """Settings edited in the page become a RunSpec started by runs.start: the streamed
+    losses are `microgpt train`'s metrics.jsonl with the same flags."""
+    settings = {"steps": 12, "learning_rate": 0.02, "n_embd": 12, "n_layer": 2, "n_head": 3,
+                "block_size": 6, "seed": 3}  # fmt: skip
+    out = tmp_path / "run"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+    r = main_cli(["train", "--engine", "ref", "--data", str(names_path), *flags,
+                  "--num-samples", "1", "--out", str(out)], cli_env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    client = serve(studio_args(names_path, "--engine", "ref"))
+    status, state = client.post("/api/settings", settings)
+    assert status == 200 and state["settings"] == settings and state["run"] == 2
+    cli_model = json.loads((out / "config.json").read_text())["model"]
+    assert state["step"] == 0 and all(cli_model[k] == v for k, v in state["model"].items())
+    client.post("/api/train", {"action": "start"})
+    events = client.events(finished, last_event_id=None)
+    assert [d["loss"] for _, k, d in events if k == "step"] == [m["loss"] for m in metrics]
+    # null keeps a setting; reset repeats the new run, not the first one
+    status, again = client.post("/api/settings", {"steps": None, "seed": None})
+    assert status == 200 and again["settings"] == settings and again["run"] == 3
+
+
+def test_a_diverged_run_is_explained_in_the_page_terms(serve, names_path):
+    client = serve(studio_args(names_path, "--engine", "ref"))
+    status, _ = client.post("/api/settings", {"learning_rate": 1.0})
+    assert status == 200
+    client.post("/api/train", {"action": "start"})
+    events = client.events(finished)
+    (error,) = [d["message"] for _, k, d in events if k == "train_error"]
+    assert "diverged" in error and "learning rate" in error and "Settings" in error
+    assert "--" not in error  # the page has no command-line flags
+
+
+def test_step_once_pace_and_continue(serve, names_path):
+    client = serve(studio_args(names_path, "--engine", "ref"))
+    status, state = client.post("/api/train", {"action": "step"})
+    assert status == 200
+    events = client.events(finished)
+    assert [d["step"] for _, k, d in events if k == "step"] == [1]
+    _, _, payload = client.get("/api/state")
+    state = json.loads(payload)
+    assert state["step"] == 1 and not state["running"] and state["elapsed_s"] > 0
+    # a pace: the steps per second the page shows keep to it (a busy machine only slows)
+    status, state = client.post("/api/pace", {"steps_per_s": 10})
+    assert status == 200 and state["steps_per_s_pace"] == 10
+    client.post("/api/train", {"action": "start"})
+    last = events[-1][0]
+    paced = client.events(steps_done(6), last_event_id=last)
+    client.post("/api/train", {"action": "stop"})
+    steps = [d for _, k, d in paced if k == "step"]
+    assert [d["step"] for d in steps][:6] == [2, 3, 4, 5, 6, 7]
+    assert all(d["steps_per_s"] is None or d["steps_per_s"] <= 10 * 1.2 for d in steps)
+    assert steps[-1]["elapsed_s"] > steps[0]["elapsed_s"]
+    # full speed to the set steps; then Step needs more steps first, and Continue adds them
+    client.post("/api/pace", {"steps_per_s": None})
+    client.post("/api/train", {"action": "start"})
+    client.events(lambda ev: finished(ev) and ev[-1][2]["step"] == STEPS,
+                  last_event_id=paced[-1][0])  # fmt: skip
+    status, err = client.post("/api/train", {"action": "step"})
+    assert status == 400 and "Continue" in err["error"]
+    status, state = client.post("/api/continue", {"steps": 3})
+    assert status == 200 and state["num_steps"] == STEPS + 3
+
+
 def test_checkpoint_opens_where_training_ended(serve, names_path, cli_run):
     out, _ = cli_run
     args = build_parser().parse_args(["studio", "--checkpoint", str(out / "model.safetensors"),
@@ -408,6 +504,11 @@ def test_checkpoint_opens_where_training_ended(serve, names_path, cli_run):
     _, _, payload = client.get("/api/state")
     state = json.loads(payload)
     assert state["step"] == STEPS and state["num_steps"] == STEPS and state["can_train"]
+    # a checkpoint's run keeps its shape: only its steps can change in the page
+    status, err = client.post("/api/settings", {"n_embd": 16, "n_head": 2})
+    assert status == 400 and "only steps can change" in err["error"]
+    status, err = client.post("/api/settings", {"steps": STEPS - 1})
+    assert status == 400 and f"at least the {STEPS}" in err["error"]
     ckpt = ckpt_io.load(out / "model.safetensors")
     _, d = client.post("/api/inspect", {"text": "ava", "temperature": 1.0})
     tok = ckpt.tokenizer
@@ -434,6 +535,13 @@ def test_checkpoint_continues_as_cli_resume(serve, names_path, cli_run, tmp_path
     steps = [d for _, k, d in events if k == "step"]
     assert [d["step"] for d in steps] == list(range(STEPS + 1, STEPS + 6))
     assert [d["loss"] for d in steps] == expected
+    # a new run trained to its steps, then continued past them in the page: the same
+    client = serve(studio_args(names_path, "--engine", "ref"))
+    client.post("/api/train", {"action": "start"})
+    first = client.events(finished)
+    client.post("/api/continue", {"steps": 5})
+    more = client.events(finished, last_event_id=first[-1][0])
+    assert [d["loss"] for _, k, d in more if k == "step"] == expected
 
 
 def test_checkpoint_without_data_or_adam_state_is_inspect_only(serve, names_path, cli_run,
@@ -656,6 +764,29 @@ def test_the_traced_forward_is_the_reference_forward_bit_for_bit(preset, n_layer
         got = [v.data for v in traced_gpt(tok, pos, *b_kv, b_sd, model, trace)]
         assert got == want
     assert [len(rows) for rows in trace.attention[0]] == [6, 6]
+
+
+@pytest.mark.parametrize("preset", ["final", "first"])
+def test_the_traced_losses_are_the_reference_losses_bit_for_bit(preset):
+    """studio.trace.traced_sequence_losses names every Value; its losses and every
+    gradient are ref.model.sequence_losses' exactly."""
+    from microgpt.config import get_preset
+    from microgpt.ref.model import sequence_losses
+    from microgpt.studio.trace import Trace, traced_sequence_losses, value_state_dict
+
+    model = dataclasses.replace(get_preset(preset).model, n_layer=2, n_embd=8, n_head=2)
+    params = init_params(model, 7, random.Random(5))
+    tokens = [6, 1, 2, 3, 1, 0, 6]
+    a_sd, b_sd = value_state_dict(params), value_state_dict(params)
+    want = sequence_losses(tokens, a_sd, model)
+    got = traced_sequence_losses(tokens, b_sd, model, Trace.empty(model))
+    assert [v.data for v in got] == [v.data for v in want]
+    want[-1].backward()
+    got[-1].backward()
+    for name in a_sd:
+        assert [p.grad for row in b_sd[name] for p in row] == [
+            p.grad for row in a_sd[name] for p in row
+        ]
 
 
 def test_event_log_resume_rules():

@@ -1,9 +1,11 @@
 """microgpt studio: the real engine, training live in the browser, with the CLI's numbers.
 
-`server.py` is a standard-library HTTP server (ThreadingHTTPServer + server-sent events) that
-serves the packaged page in `static/`; `runs.py` sets up the run with `microgpt train`'s own
-code (`cli.build_new_trainer`, `train.resume_trainer`); `session.py` trains it on a background
-thread through `train.run`, the CLI's loop, and samples with `sample.Draw`; `views.py`
-computes what the page shows (attention, probabilities, embeddings, the autograd graph) from
-the engine.
+`server.py` is the standard library's HTTP server made to hold up (backlog, read timeouts,
+checked bodies; server-sent events), serving the packaged page in `static/`; `fields.py`
+says what each request may carry; `runs.py` opens the run through the run library
+(`runs.start`, `runs.resume`); `session.py` trains it on a background thread through
+`train.run`, the CLI's loop, at the page's pace, and samples with `draw.Draw` on a copy of
+the engine; `views.py` computes what the page shows (attention, probabilities, embeddings,
+the autograd graph) from the engine, and `trace.py` is the reference forward pass traced
+to name every Value.
 """

@@ -43,3 +43,8 @@ def checkpoint_run(spec: runs.ResumeSpec) -> Run:
     trainer = Trainer(model.engine, model.tokenizer, [], ckpt.optim, ckpt.train, ckpt.rng(),
                       step=ckpt.step, preset=ckpt.preset, record=ckpt.record)  # fmt: skip
     return Run(trainer, None, "checkpoint", model.fingerprint)
+
+
+def open_run(spec: runs.RunSpec | runs.ResumeSpec) -> Run:
+    """The run a spec describes: a new one (RunSpec) or a checkpoint's (ResumeSpec)."""
+    return new_run(spec) if isinstance(spec, runs.RunSpec) else checkpoint_run(spec)

@@ -1,9 +1,19 @@
 """The studio's web server: standard library only (ThreadingHTTPServer + server-sent events).
 
+Python's docs call http.server fit for basic use only; what it lacks for this page is added
+here, each item tested in tests/test_studio_api.py:
+- a listen backlog of 128 (the default 5 made some of 50 event streams wait for a SYN retry),
+  a thread per connection, and a read timeout (READ_TIMEOUT_S) on every request, so a client
+  that never finishes its headers or body cannot hold a thread;
+- a POST body is one flat JSON object of at most MAX_BODY bytes: malformed, too deeply
+  nested (checked before parsing, so no RecursionError), NaN/Infinity or chunked bodies get
+  a 400, and every field is checked for its type and range (fields.py);
+- a client that hangs up mid-request is dropped quietly: no traceback for a disconnect.
 What it lets in, as a local dev tool should (TensorBoard and Jupyter do the same):
 - a request whose Host header is not this server's address is refused (DNS rebinding: a
   web page on evil.example resolving its name to 127.0.0.1 would otherwise read the API);
-  IP literals and `localhost` are accepted with the served port, as dev servers do;
+  bound to a loopback address, only loopback names are accepted (localhost, 127.0.0.0/8,
+  ::1), with the served port;
 - a POST from another origin is refused (Origin / Sec-Fetch-Site), and POST bodies must be
   JSON, which a cross-site form cannot send without a CORS preflight that this server never
   grants;
@@ -15,6 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import socket
 import sys
 import threading
@@ -24,9 +35,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from urllib.parse import urlsplit
 
-from ..config import ConfigError
-from ..tokenizer import TokenizerError
-from .session import Session
+from ..runs import USER_ERRORS
+from . import fields
+from .fields import FieldError
+from .session import Busy, Session
 from .views import ViewError
 
 CSP = (
@@ -42,7 +54,11 @@ STATIC = {  # URL path -> (packaged file, content type)
     "/static/favicon.svg": ("favicon.svg", "image/svg+xml"),
 }
 MAX_BODY = 64 * 1024
+MAX_DEPTH = 2  # a body is a flat object; one level more gets a field's own message
 KEEPALIVE_S = 15.0
+READ_TIMEOUT_S = 10.0  # a request's headers and body must arrive within this (per read)
+BACKLOG = 128
+DISCONNECTS = (ConnectionError, TimeoutError)  # a client gone: nothing to report
 
 
 class RequestError(Exception):
@@ -52,7 +68,7 @@ class RequestError(Exception):
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -81,9 +97,28 @@ def split_host(value: str) -> tuple[str, int | None]:
     return host, int(port) if port else None
 
 
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def json_depth(raw: bytes) -> int:
+    """How deeply arrays and objects nest in a JSON text (0 for a scalar), found without
+    parsing it: strings are skipped, then the brackets counted."""
+    depth = deepest = 0
+    for m in _BRACKETS.finditer(_STRINGS.sub(b'""', raw)):
+        depth += 1 if m.group() in (b"[", b"{") else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 class StudioServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = BACKLOG  # the listen backlog (socketserver's default is 5)
 
     def __init__(self, session: Session, host: str = "127.0.0.1", port: int = 0):
         self.session = session
@@ -93,6 +128,7 @@ class StudioServer(ThreadingHTTPServer):
         self.host = host
         self.port = self.server_address[1]
         self.shutting_down = threading.Event()
+        self.loopback = is_loopback(host)
         self.names = {"localhost", host.lower()}
         if host in ("0.0.0.0", "::"):  # reachable by this machine's own names too
             self.names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
@@ -105,8 +141,9 @@ class StudioServer(ThreadingHTTPServer):
         return f"http://{host}:{self.port}/"
 
     def host_allowed(self, header: str | None) -> bool:
-        """The Host header names this server: an IP literal, localhost, or the --host name,
-        with the served port."""
+        """The Host header names this server, with the served port: bound to loopback, a
+        loopback name only; otherwise also the --host name, this machine's names, or an IP
+        literal (which no DNS rebinding can forge)."""
         if not header:
             return False
         name, port = split_host(header)
@@ -114,7 +151,17 @@ class StudioServer(ThreadingHTTPServer):
             port = 80
         if port != self.port or not name:
             return False
+        if is_loopback(name):
+            return True
+        if self.loopback:
+            return False
         return _is_ip(name) or name in self.names
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that hung up is no error; anything else is a bug: say so."""
+        if isinstance(sys.exc_info()[1], DISCONNECTS):
+            return
+        super().handle_error(request, client_address)
 
     def origin_allowed(self, origin: str) -> bool:
         parts = urlsplit(origin)
@@ -132,6 +179,7 @@ class StudioHandler(BaseHTTPRequestHandler):
     server: StudioServer
     server_version = "microgpt-studio"
     sys_version = ""
+    timeout = READ_TIMEOUT_S  # socketserver sets it on the connection: every read and write
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's signature
         pass  # quiet: the terminal shows the URL, not every request
@@ -175,8 +223,8 @@ class StudioHandler(BaseHTTPRequestHandler):
     def do_GET(self):
         try:
             self._get()
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        except DISCONNECTS:
+            self.close_connection = True
         except Exception as e:  # a bug: say so, keep serving
             self._internal_error(e)
 
@@ -185,7 +233,7 @@ class StudioHandler(BaseHTTPRequestHandler):
         try:
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{e.__class__.__name__}: {e}")
         except OSError:
-            pass
+            self.close_connection = True
 
     def _get(self):
         if not self._check_host():
@@ -226,22 +274,34 @@ class StudioHandler(BaseHTTPRequestHandler):
                 if chunks:
                     self.wfile.write("".join(chunks).encode())
                 self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            pass  # the browser went away; it reconnects with Last-Event-ID
+        except DISCONNECTS:
+            self.close_connection = True  # the browser went away; it reconnects with Last-Event-ID
 
     # --- POST ---------------------------------------------------------------------------------
     def do_POST(self):
+        try:
+            self._post()
+        except DISCONNECTS:
+            self.close_connection = True
+
+    def _post(self):
         if not self._check_host():
             return
         try:
             body = self._read_json()
             data = self._route_post(self.path.split("?", 1)[0], body)
         except RequestError as e:
+            self.close_connection = True
             self._error(e.status, str(e))
             return
-        except (ViewError, TokenizerError, ConfigError) as e:
+        except Busy as e:
+            self._error(HTTPStatus.CONFLICT, str(e))
+            return
+        except (FieldError, ViewError, *USER_ERRORS) as e:
             self._error(HTTPStatus.BAD_REQUEST, str(e))
             return
+        except DISCONNECTS:
+            raise
         except Exception as e:
             self._internal_error(e)
             return
@@ -256,15 +316,23 @@ class StudioHandler(BaseHTTPRequestHandler):
             raise RequestError(HTTPStatus.FORBIDDEN, "cross-site request refused")
         if self.headers.get_content_type() != "application/json":
             raise RequestError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send application/json")
+        if self.headers.get("Transfer-Encoding") is not None:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "send the body with a Content-Length")
         try:
             length = int(self.headers.get("Content-Length", "0"))
         except ValueError:
             raise RequestError(HTTPStatus.BAD_REQUEST, "bad Content-Length") from None
         if not 0 <= length <= MAX_BODY:
             raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request too large")
+        raw = self.rfile.read(length)  # READ_TIMEOUT_S per read: a stalled body times out
+        if len(raw) < length:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "the body ended early")
+        if json_depth(raw) > MAX_DEPTH:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "the body nests too deeply: send one "
+                               "JSON object of numbers, text and true/false")  # fmt: skip
         try:
-            data = json.loads(self.rfile.read(length) or b"{}")
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            data = json.loads(raw or b"{}", parse_constant=_no_constant)
+        except (UnicodeDecodeError, ValueError):
             raise RequestError(HTTPStatus.BAD_REQUEST, "the body is not JSON") from None
         if not isinstance(data, dict):
             raise RequestError(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
@@ -273,55 +341,29 @@ class StudioHandler(BaseHTTPRequestHandler):
     def _route_post(self, path: str, body: dict) -> dict:
         session = self.server.session
         if path == "/api/train":
-            action = body.get("action")
+            action = fields.parse(body, fields.TRAIN)["action"]
             if action == "start":
                 return session.start()
+            if action == "step":
+                return session.step_once()
             if action == "stop":
                 return session.stop()
-            if action == "reset":
-                return session.reset()
-            raise RequestError(HTTPStatus.BAD_REQUEST, "action must be start, stop or reset")
+            return session.reset()
+        if path == "/api/pace":
+            return session.set_pace(fields.parse(body, fields.PACE)["steps_per_s"])
+        if path == "/api/continue":
+            return session.continue_run(fields.parse(body, fields.CONTINUE)["steps"])
+        if path == "/api/settings":
+            return session.apply_settings(fields.parse(body, fields.SETTINGS))
         if path == "/api/inspect":
-            return session.look_inside(
-                _field(body, "text", str, "emma"), _field(body, "temperature", float, 1.0)
-            )
+            f = fields.parse(body, fields.INSPECT)
+            return session.look_inside(f["text"], f["temperature"])
         if path == "/api/graph":
-            root = body.get("root")
-            if root is not None and not isinstance(root, int):
-                raise RequestError(HTTPStatus.BAD_REQUEST, "root must be a node id")
-            depth = _field(body, "depth", int, 3)
-            return session.graph(
-                _field(body, "text", str, "emma"), _field(body, "position", int, 0), root,
-                max(1, min(depth, 6)),
-            )  # fmt: skip
+            f = fields.parse(body, fields.GRAPH)
+            return session.graph(f["text"], f["position"], f["focus"])
         if path == "/api/sample":
-            count = _field(body, "count", int, 10)
-            if not 1 <= count <= 200:
-                raise RequestError(HTTPStatus.BAD_REQUEST, "count must be between 1 and 200")
-            temperature = _field(body, "temperature", float, 0.5)
-            if not 0 <= temperature <= 10:
-                raise RequestError(HTTPStatus.BAD_REQUEST, "temperature must be in [0, 10]")
-            seed = body.get("seed")
-            if seed is not None and not isinstance(seed, int):
-                raise RequestError(HTTPStatus.BAD_REQUEST, "seed must be an integer")
-            lengths = {}
-            for key in ("min_length", "max_length"):  # optional: absent or null is no limit
-                if body.get(key) is not None:
-                    lengths[key] = _field(body, key, int, 0)
-            return session.sample(
-                _field(body, "prompt", str, ""), count, temperature,
-                max(0, _field(body, "top_k", int, 0)) or None, bool(body.get("novel", False)),
-                seed, **lengths,
-            )  # fmt: skip
+            return session.sample(**fields.parse(body, fields.SAMPLE))
+        if path == "/api/sample/cancel":
+            fields.parse(body, fields.EMPTY)
+            return session.cancel_sample()
         raise RequestError(HTTPStatus.NOT_FOUND, "not found")
-
-
-def _field(body: dict, key: str, kind: type, default):
-    value = body.get(key, default)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"{key} must be a {kind.__name__}")
-    if kind is str and len(value) > 1000:
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"{key} is too long")
-    return value
