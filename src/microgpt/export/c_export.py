@@ -28,7 +28,8 @@ from ..evaluate import windows
 from .quantize import ExportError, Quantized
 
 TEMPLATE = Path(__file__).with_name("c_template.c")
-PANEL = 8  # rows of a matrix whose sums advance together (matmul_forward)
+PANEL = 16  # rows of a matrix whose sums advance together (matmul_forward)
+ZERO = {"none": 0.0, "float16": 0, "int8": 0, "int4": 8}  # a stored 0 (int4 keeps q + 8)
 EMBEDDINGS = ("wte", "wpe")  # looked up row by row; every other matrix is multiplied
 STORAGE = {"none": "double", "float16": "uint16_t", "int8": "int8_t", "int4": "uint8_t"}
 QUANT_MACRO = {"none": "MG_NONE", "float16": "MG_FLOAT16", "int8": "MG_INT8", "int4": "MG_INT4"}
@@ -61,13 +62,14 @@ def stored_values(q: Quantized) -> dict[str, list]:
     return out
 
 
-def panel_order(values: list, rows: int, cols: int, panel: int = PANEL) -> list:
+def panel_order(values: list, rows: int, cols: int, panel: int, zero) -> list:
     """A row-major matrix in panels of `panel` rows, each panel column by column:
-    w[r0 + p][c] lands at r0 * cols + c * np + p (np: the panel's rows)."""
+    w[r0 + p][c] lands at r0 * cols + c * panel + p; the last panel is padded with `zero`."""
     out = []
     for r0 in range(0, rows, panel):
-        np_ = min(panel, rows - r0)
-        out.extend(values[(r0 + p) * cols + c] for c in range(cols) for p in range(np_))
+        for c in range(cols):
+            for p in range(panel):
+                out.append(values[(r0 + p) * cols + c] if r0 + p < rows else zero)
     return out
 
 
@@ -145,8 +147,10 @@ def weights_block(ckpt: Checkpoint, q: Quantized) -> tuple[str, str]:
         vals = values[name]
         layout = "row by row"
         if name not in EMBEDDINGS:
-            vals = panel_order(vals, rows, cols)
+            vals = panel_order(vals, rows, cols, PANEL, ZERO[q.mode])
             layout = f"in panels of {PANEL} rows, column by column"
+            if rows % PANEL:
+                layout += f", {-rows % PANEL} zero rows at the end"
         if q.mode == "int4":
             vals = vals + [8] * (len(vals) % 2)  # each matrix starts on a byte: pad with a 0
             vals = [lo | hi << 4 for lo, hi in zip(vals[::2], vals[1::2])]

@@ -118,7 +118,7 @@ static const volatile double mg_two = 2.0;
 #endif
 
 #if MG_QUANT != MG_NONE
-/* An IEEE half (float16 weight or row scale) as mg_real; exact: 11 significant bits. */
+/* An IEEE half (a float16 weight or row scale) as mg_real, exactly (11 significant bits) */
 static mg_real mg_half(uint16_t h)
 {
     static const mg_real pow2[32] = { /* pow2[e] = 2**(e - 25) */
@@ -128,9 +128,9 @@ static mg_real mg_half(uint16_t h)
         6.103515625e-05, 0.0001220703125, 0.000244140625, 0.00048828125, 0.0009765625,
         0.001953125, 0.00390625, 0.0078125, 0.015625, 0.03125, 0.0625, 0.125, 0.25, 0.5,
         1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0};
-    int e = (h >> 10) & 31, f = h & 1023;
-    mg_real x = e ? (mg_real)(f + 1024) * pow2[e] : (mg_real)f * pow2[1]; /* normal : subnormal */
-    return (h & 0x8000) ? -x : x;
+    const int e = (h >> 10) & 31, f = h & 1023;
+    const int significand = e ? f + 1024 : f; /* normal : subnormal (and zero) */
+    return (mg_real)((h & 0x8000) ? -significand : significand) * pow2[e ? e : 1];
 }
 #endif
 
@@ -146,20 +146,18 @@ static mg_real row_scale(const mg_matrix *w, int row)
 #endif
 }
 
-/* Weight i of a matrix (in its storage order) times its row's scale: the dequantized weight,
-   exact in float and double (a <= 8-bit integer times an 11-bit float16 scale). */
-static mg_real weight_at(const mg_matrix *w, long i, mg_real scale)
+/* Value i of a matrix (in its storage order) before its row's scale: the weight itself (none,
+   float16) or the integer q (int8, int4), as mg_real. */
+static mg_real value_at(const mg_matrix *w, long i)
 {
 #if MG_QUANT == MG_NONE
-    (void)scale;
     return (mg_real)w->w[i];
 #elif MG_QUANT == MG_FLOAT16
-    (void)scale;
     return mg_half(w->w[i]);
 #elif MG_QUANT == MG_INT8
-    return (mg_real)w->w[i] * scale;
+    return (mg_real)w->w[i];
 #else /* int4: two per byte, low nibble first, each stored as q + 8 */
-    return (mg_real)(((w->w[i >> 1] >> ((i & 1) << 2)) & 15) - 8) * scale;
+    return (mg_real)(((w->w[i >> 1] >> ((i & 1) << 2)) & 15) - 8);
 #endif
 }
 
@@ -172,8 +170,8 @@ static void encoder_forward(mg_real *out, int token, int pos)
     const mg_real st = row_scale(&mg_params.wte, token), sp = row_scale(&mg_params.wpe, pos);
     int c;
     for (c = 0; c < MG_N_EMBD; c++) {
-        out[c] = weight_at(&mg_params.wte, (long)token * MG_N_EMBD + c, st)
-               + weight_at(&mg_params.wpe, (long)pos * MG_N_EMBD + c, sp);
+        out[c] = value_at(&mg_params.wte, (long)token * MG_N_EMBD + c) * st
+               + value_at(&mg_params.wpe, (long)pos * MG_N_EMBD + c) * sp;
     }
 }
 
@@ -193,35 +191,37 @@ static void rmsnorm_forward(mg_real *out, const mg_real *x)
 }
 
 /* out (rows) = w (rows, cols) @ x (cols), each row summed left to right from 0 as the reference
-   sums. The rows are stored in panels of MG_PANEL, column by column (w[r0+p][c] at
-   r0 * cols + c * np + p, np the panel's rows), so a panel's MG_PANEL sums advance side by side
-   (SIMD lanes on a PC, registers on a Cortex-M) without reordering any row's additions. */
+   sums. The rows are stored in panels of MG_PANEL, column by column (w[r0 + p][c] at
+   r0 * cols + c * MG_PANEL + p; the last panel padded with zero rows), so a panel's sums advance
+   side by side (SIMD lanes on a PC, registers on a Cortex-M) without reordering any row's
+   additions. The double build multiplies each weight by its row's scale before it meets x
+   (the dequantized weight, the reference's numbers); the float build sums q * x and scales the
+   sum, one multiply fewer per weight. */
 static void matmul_forward(mg_real *out, const mg_real *x, const mg_matrix *w, int rows, int cols)
 {
     mg_real acc[MG_PANEL], scale[MG_PANEL];
     int r0, c, p;
     for (r0 = 0; r0 < rows; r0 += MG_PANEL) {
-        const int np = rows - r0 < MG_PANEL ? rows - r0 : MG_PANEL;
         const long at = (long)r0 * cols;
-        for (p = 0; p < np; p++) {
+        for (p = 0; p < MG_PANEL; p++) {
             acc[p] = 0;
-            scale[p] = row_scale(w, r0 + p);
+            scale[p] = r0 + p < rows ? row_scale(w, r0 + p) : 0;
         }
-        if (np == MG_PANEL) { /* a full panel: a fixed trip count the compiler can unroll */
-            for (c = 0; c < cols; c++) {
-                for (p = 0; p < MG_PANEL; p++) {
-                    acc[p] += weight_at(w, at + (long)c * MG_PANEL + p, scale[p]) * x[c];
-                }
-            }
-        } else {
-            for (c = 0; c < cols; c++) {
-                for (p = 0; p < np; p++) {
-                    acc[p] += weight_at(w, at + (long)c * np + p, scale[p]) * x[c];
-                }
+        for (c = 0; c < cols; c++) {
+            for (p = 0; p < MG_PANEL; p++) {
+#if MICROGPT_DOUBLE
+                acc[p] += value_at(w, at + (long)c * MG_PANEL + p) * scale[p] * x[c];
+#else
+                acc[p] += value_at(w, at + (long)c * MG_PANEL + p) * x[c];
+#endif
             }
         }
-        for (p = 0; p < np; p++) {
+        for (p = 0; p < MG_PANEL && r0 + p < rows; p++) {
+#if MICROGPT_DOUBLE
             out[r0 + p] = acc[p];
+#else
+            out[r0 + p] = acc[p] * scale[p];
+#endif
         }
     }
 }
