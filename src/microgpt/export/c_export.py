@@ -202,6 +202,17 @@ def weights_block(ckpt: Checkpoint, q: Quantized) -> tuple[str, str]:
     return "\n".join(lines), "\n".join(params)
 
 
+def weight_bytes(q: Quantized) -> int:
+    """Bytes of the const arrays that hold the weights: the values as stored (multiplied
+    matrices padded to whole panels) and the scales."""
+    size = {"none": 8, "float16": 2, "int8": 1}
+    total = 0
+    for name, (rows, cols) in q.shapes.items():
+        n = rows * cols if name in EMBEDDINGS else -(-rows // PANEL) * PANEL * cols
+        total += (n + 1) // 2 if q.mode == "int4" else n * size[q.mode]
+    return total + len(q.scales)
+
+
 def comment(text: str) -> str:
     """`text` as a C block comment (a `*/` inside cannot end it early)."""
     body = [f" * {line}".rstrip() for line in text.replace("*/", "* /").splitlines()]

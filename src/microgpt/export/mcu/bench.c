@@ -5,8 +5,9 @@
        mcu state BYTES stack BYTES ticks N positions N
    state: sizeof(mg_model); stack: the deepest the model's calls went below main's frame (the
    stack is painted with a pattern first, and the lowest overwritten word found afterwards);
-   ticks: SysTick counts over the sampling only. With -icount shift=0 every instruction takes
-   1 ns of virtual time, and SysTick runs at 25 MHz on this board: instructions = 40 x ticks.
+   ticks: SysTick counts over the sampling calls only, read around each call (so the 24-bit
+   counter never wraps within one). With -icount shift=0 every instruction takes 1 ns of
+   virtual time, and SysTick runs at 25 MHz on this board: instructions = 40 x ticks.
    Nothing is printed while the model runs, so printf's stack is not counted. */
 #include <stdint.h>
 #include <stdio.h>
@@ -22,6 +23,12 @@
 
 static mg_model model;
 
+/* SysTick counts since `start` (it counts down, modulo 2**24) */
+static uint32_t since(uint32_t start)
+{
+    return (start - SYST_CVR) & 0xFFFFFF;
+}
+
 static uint32_t stack_pointer(void)
 {
     uint32_t sp;
@@ -33,7 +40,8 @@ int main(int argc, char **argv)
 {
     const int samples = argc > 1 ? atoi(argv[1]) : 20;
     const uint32_t seed = argc > 2 ? (uint32_t)strtoul(argv[2], 0, 10) : 42;
-    uint32_t ticks = 0, deepest = 0, start, sp, i;
+    uint32_t deepest = 0, start, sp, i;
+    unsigned long long ticks = 0;
     int s, n, tokens[MG_BLOCK_SIZE], len, t;
     volatile uint32_t *word;
     mg_init(&model, seed);
@@ -48,13 +56,16 @@ int main(int argc, char **argv)
         }
         start = SYST_CVR;
         mg_start(&model, 0, 0);
+        ticks += since(start);
         for (n = 0; n < MG_BLOCK_SIZE; n++) {
-            if ((t = mg_next(&model, (mg_real)MG_TEMPERATURE, 0)) == MG_BOS) {
+            start = SYST_CVR;
+            t = mg_next(&model, (mg_real)MG_TEMPERATURE, 0);
+            ticks += since(start);
+            if (t == MG_BOS) {
                 break;
             }
             tokens[n] = t;
         }
-        ticks += (start - SYST_CVR) & 0xFFFFFF; /* one sample is far below 2**24 ticks */
         for (i = 0; i < (PAINTED - 64) / 4 && word[i] == PATTERN; i++) {
         }
         if (sp - (uint32_t)(uintptr_t)&word[i] > deepest) {
@@ -67,7 +78,7 @@ int main(int argc, char **argv)
         }
         putchar('\n');
     }
-    printf("mcu state %u stack %lu ticks %lu positions %lu\n", (unsigned)sizeof model,
-           (unsigned long)deepest, (unsigned long)ticks, model.positions);
+    printf("mcu state %u stack %lu ticks %llu positions %lu\n", (unsigned)sizeof model,
+           (unsigned long)deepest, ticks, model.positions);
     return 0;
 }
