@@ -170,21 +170,22 @@ def check_choice(fmt: str, mode: str) -> None:
         raise ExportError(f"unknown quantization {mode!r}; choose one of {choices}")
 
 
-def check_out(out: str | os.PathLike, force: bool) -> Path:
-    """Refuse an output path we could not, or should not, write."""
+def check_out(out: str | os.PathLike, force: bool, what: str = "--out") -> Path:
+    """Refuse an output path we could not, or should not, write (`what`: how to name it)."""
     path = Path(out)
     if path.is_dir():
-        raise ExportError(f"--out {str(out)!r} is a directory; give a file path")
+        raise ExportError(f"{what} {str(out)!r} is a directory; give a file path")
     if path.exists() and not force:
         raise ExportError(
-            f"--out {str(out)!r} already exists; choose another path or pass --force to replace it"
+            f"{what} {str(out)!r} already exists; choose another path or pass --force to "
+            "replace it"
         )
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         why = "is not a directory" if parent.exists() else "does not exist"
-        raise ExportError(f"cannot write --out {str(out)!r}: {str(parent)!r} {why}")
+        raise ExportError(f"cannot write {what} {str(out)!r}: {str(parent)!r} {why}")
     if not os.access(parent, os.W_OK):
-        raise ExportError(f"cannot write --out {str(out)!r}: {str(parent)!r} is not writable")
+        raise ExportError(f"cannot write {what} {str(out)!r}: {str(parent)!r} is not writable")
     return path
 
 
@@ -401,7 +402,7 @@ def export(
     if header:
         if fmt != "c":
             raise ExportError("--header goes with --format c (it writes the C file's .h)")
-        header_path = check_out(out_path.with_suffix(".h"), force)
+        header_path = check_out(out_path.with_suffix(".h"), force, "--header's file")
         if header_path == out_path:
             raise ExportError(f"--out {str(out)!r} ends in .h; name the C file, e.g. model.c")
     ckpt = ckpt_io.load(checkpoint)

@@ -713,6 +713,8 @@ int main(int argc, char **argv)
     long num_samples = MG_NUM_SAMPLES, top_k = 0, max_new = MG_BLOCK_SIZE, bench = 0, i, n;
     double temperature = MG_TEMPERATURE;
     const char *prompt_text = "", *logits = NULL, *text;
+    static const char *const flags[] = {"--num-samples", "--temperature", "--top-k", "--prompt",
+                                        "--max-new-tokens", "--seed", "--logits", "--bench"};
     seed[0] = 42;
     for (i = 1; i < argc; i++) {
         const char *arg = argv[i], *eq = strchr(arg, '='), *value = NULL;
@@ -739,6 +741,11 @@ int main(int argc, char **argv)
             score = 1;
             continue;
         }
+        for (n = 0; n < (long)(sizeof flags / sizeof *flags) && strcmp(name, flags[n]); n++) {
+        }
+        if (n == (long)(sizeof flags / sizeof *flags)) {
+            mg_die(prog, "unrecognized argument '%s' (see --help)", arg);
+        }
         if (eq) {
             value = eq + 1;
         } else if (i + 1 < argc) {
@@ -760,14 +767,12 @@ int main(int argc, char **argv)
             prompt_text = value;
         } else if (!strcmp(name, "--logits")) {
             logits = value;
-        } else if (!strcmp(name, "--temperature")) {
+        } else { /* --temperature */
             char *end;
             temperature = strtod(value, &end);
             if (!*value || *end || !(temperature >= 0 && temperature <= 1e308)) {
                 mg_die(prog, "--temperature takes a finite number >= 0, got '%s'", value);
             }
-        } else {
-            mg_die(prog, "unrecognized argument '%s' (see --help)", name);
         }
     }
     n_prompt = mg_encode(prompt, MG_MAX_PROMPT, prompt_text, &bad);
