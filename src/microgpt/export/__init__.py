@@ -314,9 +314,9 @@ def measure_c(
     costs on the emulated Cortex-M4F where the toolchain and QEMU are installed."""
     from . import c_export, mcu
 
-    src = tmp / "model.c"
+    src = tmp / "source" / "model.c"
+    src.parent.mkdir()
     src.write_text(text, encoding="utf-8")
-    (tmp / "model.h").write_text(c_export.header_file(text, "model.c"), encoding="utf-8")
     cc = c_export.find_cc()
     if cc is None:
         report.runtime = "no C compiler found: set CC, or install gcc or clang"

@@ -21,7 +21,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .c_export import WARNINGS
+from .c_export import WARNINGS, header_file
 
 HERE = Path(__file__).with_name("mcu")
 CPU = ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16")
@@ -135,8 +135,12 @@ MCU_LINE = re.compile(r"mcu state (\d+) stack (\d+) ticks (\d+) positions (\d+)"
 def measure(
     source: Path, workdir: Path, num_samples: int = 20, seed: int = 42, double: bool | None = None
 ) -> McuStats:
-    """Build the model for the Cortex-M4F in `workdir` (the exported `source` beside its .h)
-    and measure it; see the module's docstring for how."""
+    """Build the exported file `source` for the Cortex-M4F in `workdir` (as model.c, beside
+    its model.h) and measure it; see the module's docstring for how."""
+    text = source.read_text(encoding="utf-8")
+    source = workdir / "model.c"
+    source.write_text(text, encoding="utf-8")
+    (workdir / "model.h").write_text(header_file(text, "model.c"), encoding="utf-8")
     model_o = compile_object(source, workdir / "model.o", double)
     sizes = {}
     for use in (0, 1):
