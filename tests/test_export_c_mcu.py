@@ -51,7 +51,8 @@ def test_cortex_m4_rejects_bad_arguments(built, small_ckpt, tmp_path):  # noqa: 
 def state_bytes(n_layer, block_size, n_embd, vocab, real=4, long=4) -> int:
     """sizeof(mg_model) on a 32-bit Arm: k and v caches, logits, tokens, n, pending,
     positions, MT19937's 624 words and its index."""
-    return 2 * n_layer * block_size * n_embd * real + vocab * real + 4 * block_size + 8 + long + 4 * 625
+    kv = 2 * n_layer * block_size * n_embd * real
+    return kv + vocab * real + 4 * block_size + 4 + 4 + long + 4 * 624 + 4
 
 
 @pytest.mark.parametrize("mode", ["int8", "none"])

@@ -156,7 +156,7 @@ def describe(mode: str, fmt: str = "py") -> str:
         "float16": "float16",
         "int8": "int8 per-row symmetric, float16 scales",
         "int4": "int4 per-row symmetric, float16 scales",
-    }[mode]
+    }[mode] + (" (kept as float32)" if fmt == "c" and mode in ("int8", "int4") else "")
 
 
 # --- checks before any work ------------------------------------------------------------------

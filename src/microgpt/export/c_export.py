@@ -3,7 +3,8 @@
 `render` fills `c_template.c` (the forward pass, the sampler, the embedding API and a host
 `main` behind MICROGPT_MAIN) with the model: its sizes as macros, its weights as `const`
 arrays in their stored form (float64, float16 bits, int8, or int4 nibbles, with a float16
-scale per row), its vocabulary. `header_file` cuts the file's declarations out as a `.h`.
+scale per row, kept as a float), its vocabulary. `header_file` cuts the file's declarations
+out as a `.h`.
 
     cc -std=c99 -O2 -DMICROGPT_MAIN -o model model.c -lm
     ./model --num-samples 10 --temperature 0.5 --prompt ka --seed 1
@@ -121,8 +122,8 @@ def config_block(ckpt: Checkpoint, q: Quantized) -> str:
         ("MG_RELU2", int(m.mlp == "relu2"), "1: the first revision's squared ReLU"),
         ("MG_NONE", 0, "weight storage: float64,"),
         ("MG_FLOAT16", 1, "float16 bits,"),
-        ("MG_INT8", 2, "int8 with a float16 scale per row,"),
-        ("MG_INT4", 3, "int4, two per byte, with a float16 scale per row"),
+        ("MG_INT8", 2, "int8 with a scale per row,"),
+        ("MG_INT4", 3, "int4, two per byte, with a scale per row"),
         ("MG_QUANT", QUANT_MACRO[q.mode], "this model's storage"),
         ("MG_DEFAULT_DOUBLE", int(q.mode == "none"), "compute in double unless MICROGPT_DOUBLE"),
         ("MG_PANEL", PANEL, "rows whose sums advance together (matmul_forward)"),
@@ -163,16 +164,19 @@ def weights_block(ckpt: Checkpoint, q: Quantized) -> tuple[str, str]:
     lines.append(f"static const mg_weight mg_weights[{at}] = {{")
     lines += body
     lines.append("};")
-    scale_at, row = {}, 0
+    scale_at, row = {}, 0  # (where each matrix's scales start; rows so far)
     if q.mode in ("int8", "int4"):
-        scales = struct.unpack(f"<{q.num_rows}H", q.scales)
-        lines += ["", "/* float16 bits: one scale per row of every matrix, w = q * scale */"]
-        lines.append(f"static const uint16_t mg_scales[{q.num_rows}] = {{")
+        scales = struct.unpack(f"<{q.num_rows}e", q.scales)
+        lines += ["", "/* one scale per row of every matrix, w = q * scale: float16 values */"]
+        items, at = [], 0
         for name, (rows, _) in q.shapes.items():
-            scale_at[name] = row
-            lines.append(f"    /* {name} */")
-            lines.extend(wrap([str(s) for s in scales[row : row + rows]]))
-            row += rows
+            padding = 0 if name in EMBEDDINGS else -rows % PANEL  # as the panels: zeros
+            scale_at[name] = at
+            items.append(f"    /* {name} */")
+            items.extend(wrap([f"{s!r}f" for s in [*scales[row : row + rows], *[0.0] * padding]]))
+            row, at = row + rows, at + rows + padding
+        lines.append(f"static const float mg_scales[{at}] = {{")
+        lines += items
         lines.append("};")
     text = "".join(ckpt.uchars).encode("utf-8")
     starts, n = [], 0
@@ -208,9 +212,11 @@ def weight_bytes(q: Quantized) -> int:
     size = {"none": 8, "float16": 2, "int8": 1}
     total = 0
     for name, (rows, cols) in q.shapes.items():
-        n = rows * cols if name in EMBEDDINGS else -(-rows // PANEL) * PANEL * cols
-        total += (n + 1) // 2 if q.mode == "int4" else n * size[q.mode]
-    return total + len(q.scales)
+        if name not in EMBEDDINGS:
+            rows = -(-rows // PANEL) * PANEL
+        total += (rows * cols + 1) // 2 if q.mode == "int4" else rows * cols * size[q.mode]
+        total += 4 * rows if q.mode in ("int8", "int4") else 0  # float16 scales, kept as floats
+    return total
 
 
 def comment(text: str) -> str:

@@ -73,10 +73,11 @@ int mg_encode(int *ids, int max_ids, const char *text, int *bad);
 /* @@WEIGHTS@@ */
 
 /* A weight matrix as stored: its values (mg_weight each, in the layout its comment in
-   mg_param_tensors gives) and, for int8 and int4, one float16 scale per row. */
+   mg_param_tensors gives) and, for int8 and int4, one scale per row (a float16 value, kept as
+   a float so that reading it costs nothing). */
 typedef struct {
     const mg_weight *w;
-    const uint16_t *scale;
+    const float *scale;
 } mg_matrix;
 
 /* Every weight, as the reference's state_dict (R = rows, the output; stored in panels, see
@@ -117,18 +118,20 @@ static const volatile double mg_two = 2.0;
 #define MG_SQUARE(x) ((x) * (x))
 #endif
 
-/* Unroll a panel's loop over its rows, so its sums stay in registers (GCC and clang unroll a
-   16-step loop at -O3 but not at -O2). */
-#if defined(__clang__)
-#define MG_UNROLL _Pragma("unroll")
-#elif defined(__GNUC__)
-#define MG_UNROLL _Pragma("GCC unroll 16")
+/* How the compiler should treat a panel's loop over its rows. On a microcontroller without
+   SIMD (Cortex-M), unrolled, the panel's sums stay in registers; elsewhere the compiler
+   vectorizes the loop as written (SIMD lanes), and unrolling it first (GCC does at -O3) would
+   get in the way. GCC and clang read these pragmas; other compilers do as they see fit. */
+#if !defined(__GNUC__)
+#define MG_PANEL_LOOP
+#elif defined(__ARM_ARCH_PROFILE) && __ARM_ARCH_PROFILE == 'M'
+#define MG_PANEL_LOOP _Pragma("GCC unroll 16") /* MG_PANEL */
 #else
-#define MG_UNROLL
+#define MG_PANEL_LOOP _Pragma("GCC unroll 1")
 #endif
 
-#if MG_QUANT != MG_NONE
-/* An IEEE half (a float16 weight or row scale) as mg_real, exactly (11 significant bits) */
+#if MG_QUANT == MG_FLOAT16
+/* An IEEE half (a float16 weight) as mg_real, exactly (11 significant bits) */
 static mg_real mg_half(uint16_t h)
 {
     static const mg_real pow2[32] = { /* pow2[e] = 2**(e - 25) */
@@ -144,11 +147,12 @@ static mg_real mg_half(uint16_t h)
 }
 #endif
 
-/* The scale of a matrix's row: w = q * scale (int8, int4); 1 when the values are the weights. */
+/* The scale of a matrix's row: w = q * scale (int8, int4; a multiplied matrix's scales cover
+   its padded rows too); 1 when the values are the weights. */
 static mg_real row_scale(const mg_matrix *w, int row)
 {
 #if MG_QUANT == MG_INT8 || MG_QUANT == MG_INT4
-    return mg_half(w->scale[row]);
+    return (mg_real)w->scale[row];
 #else
     (void)w;
     (void)row;
@@ -202,37 +206,43 @@ static void rmsnorm_forward(mg_real *out, const mg_real *x)
 
 /* out (rows) = w (rows, cols) @ x (cols), each row summed left to right from 0 as the reference
    sums. The rows are stored in panels of MG_PANEL, column by column (w[r0 + p][c] at
-   r0 * cols + c * MG_PANEL + p; the last panel padded with zero rows), so a panel's sums advance
-   side by side (SIMD lanes on a PC, registers on a Cortex-M) without reordering any row's
-   additions. The double build multiplies each weight by its row's scale before it meets x
-   (the dequantized weight, the reference's numbers); the float build sums q * x and scales the
-   sum, one multiply fewer per weight. */
+   r0 * cols + c * MG_PANEL + p; the last panel padded with zero rows, and zero scales), so a
+   panel's sums advance side by side (SIMD lanes on a PC, registers on a Cortex-M) without
+   reordering any row's additions. The double build multiplies each weight by its row's scale
+   before it meets x (the dequantized weight: the reference's numbers); the float build sums
+   q * x and scales the sum, one multiply fewer per weight. */
 static void matmul_forward(mg_real *out, const mg_real *x, const mg_matrix *w, int rows, int cols)
 {
-    mg_real acc[MG_PANEL], scale[MG_PANEL];
+    mg_real acc[MG_PANEL];
     int r0, c, p;
     for (r0 = 0; r0 < rows; r0 += MG_PANEL) {
         const long at = (long)r0 * cols;
         for (p = 0; p < MG_PANEL; p++) {
             acc[p] = 0;
-            scale[p] = r0 + p < rows ? row_scale(w, r0 + p) : 0;
         }
         for (c = 0; c < cols; c++) {
-            MG_UNROLL
+            MG_PANEL_LOOP
             for (p = 0; p < MG_PANEL; p++) {
 #if MICROGPT_DOUBLE
-                acc[p] += value_at(w, at + (long)c * MG_PANEL + p) * scale[p] * x[c];
+                acc[p] += value_at(w, at + (long)c * MG_PANEL + p) * row_scale(w, r0 + p) * x[c];
 #else
                 acc[p] += value_at(w, at + (long)c * MG_PANEL + p) * x[c];
 #endif
             }
         }
-        for (p = 0; p < MG_PANEL && r0 + p < rows; p++) {
-#if MICROGPT_DOUBLE
-            out[r0 + p] = acc[p];
-#else
-            out[r0 + p] = acc[p] * scale[p];
+#if !MICROGPT_DOUBLE
+        for (p = 0; p < MG_PANEL; p++) {
+            acc[p] = acc[p] * row_scale(w, r0 + p);
+        }
 #endif
+        if (r0 + MG_PANEL <= rows) { /* a whole panel: a fixed trip count, vectorized */
+            for (p = 0; p < MG_PANEL; p++) {
+                out[r0 + p] = acc[p];
+            }
+        } else { /* the last rows */
+            for (p = 0; r0 + p < rows; p++) {
+                out[r0 + p] = acc[p];
+            }
         }
     }
 }
