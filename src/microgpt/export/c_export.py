@@ -29,7 +29,7 @@ from ..evaluate import windows
 from .quantize import ExportError, Quantized
 
 TEMPLATE = Path(__file__).with_name("c_template.c")
-PANEL = 16  # rows of a matrix whose sums advance together (matmul_forward)
+PANEL = 16  # rows of a matrix whose sums advance together (matmul_forward; its unroll pragma)
 ZERO = {"none": 0.0, "float16": 0, "int8": 0, "int4": 8}  # a stored 0 (int4 keeps q + 8)
 EMBEDDINGS = ("wte", "wpe")  # looked up row by row; every other matrix is multiplied
 STORAGE = {"none": "double", "float16": "uint16_t", "int8": "int8_t", "int4": "uint8_t"}
@@ -186,7 +186,8 @@ def weights_block(ckpt: Checkpoint, q: Quantized) -> tuple[str, str]:
     starts.append(n)
     lines += ["", "/* token t's characters are mg_vocab[mg_vocab_at[t] .. mg_vocab_at[t + 1]) */"]
     lines.append(f"static const char mg_vocab[] = {c_string(text)};")
-    lines.append("static const unsigned short mg_vocab_at[MG_VOCAB] = {")
+    offset = "unsigned short" if n < 65536 else "long"
+    lines.append(f"static const {offset} mg_vocab_at[MG_VOCAB] = {{")
     lines += wrap([str(s) for s in starts])
     lines.append("};")
 

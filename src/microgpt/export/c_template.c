@@ -119,12 +119,20 @@ static const volatile double mg_two = 2.0;
 #endif
 
 /* How the compiler should treat a panel's loop over its rows. On a microcontroller without
-   SIMD (Cortex-M), unrolled, the panel's sums stay in registers; elsewhere the compiler
-   vectorizes the loop as written (SIMD lanes), and unrolling it first (GCC does at -O3) would
-   get in the way. GCC and clang read these pragmas; other compilers do as they see fit. */
+   SIMD, unrolled, the panel's sums stay in registers; elsewhere the compiler vectorizes the
+   loop as written (SIMD lanes), and unrolling it first (GCC does at -O3) would get in the way.
+   MICROGPT_UNROLL=1 unrolls (the default on a Cortex-M; say so for other such cores, e.g.
+   RISC-V or Xtensa microcontrollers), 0 does not. GCC and clang read these pragmas. */
+#ifndef MICROGPT_UNROLL
+#if defined(__ARM_ARCH_PROFILE) && __ARM_ARCH_PROFILE == 'M'
+#define MICROGPT_UNROLL 1
+#else
+#define MICROGPT_UNROLL 0
+#endif
+#endif
 #if !defined(__GNUC__)
 #define MG_PANEL_LOOP
-#elif defined(__ARM_ARCH_PROFILE) && __ARM_ARCH_PROFILE == 'M'
+#elif MICROGPT_UNROLL
 #define MG_PANEL_LOOP _Pragma("GCC unroll 16") /* MG_PANEL */
 #else
 #define MG_PANEL_LOOP _Pragma("GCC unroll 1")
@@ -716,8 +724,9 @@ static void mg_score(const char *prog, mg_model *m)
 
 int main(int argc, char **argv)
 {
+    static mg_model model; /* static: a large model's KV cache may not fit the stack */
     const char *prog = argc > 0 && argv[0][0] ? argv[0] : "model";
-    mg_model model, *m = &model;
+    mg_model *m = &model;
     uint32_t seed[MG_SEED_WORDS];
     int n_seed = 1, prompt[MG_MAX_PROMPT], n_prompt, score = 0, bad, token, len;
     long num_samples = MG_NUM_SAMPLES, top_k = 0, max_new = MG_BLOCK_SIZE, bench = 0, i, n;
