@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from run_helpers import main_cli
 
 from microgpt import checkpoint as ckpt_io
 from microgpt.__main__ import main
@@ -164,6 +165,17 @@ def test_float_build_within_1e5_of_numpy_engine(built, small_ckpt, odd_ckpt, mod
         engine = engine_cls(ckpt.model, ckpt.optim, ckpt.tokenizer.vocab_size, deq)
         got = c_export.logits(built.exe(ckpt_path, mode, False), tokens)
         assert worst(got, engine.forward(tokens)) <= 1e-5
+
+
+def test_unrolled_panels_compute_the_same(built, small_ckpt, tmp_path):
+    """MICROGPT_UNROLL=1 (the Cortex-M default) changes how the loop compiles, not its sums."""
+    cc = need_cc()
+    tokens = ckpt_io.load(small_ckpt).tokenizer.doc_tokens("olivia")
+    for double in (False, True):
+        exe = c_export.build(built.source(small_ckpt, "int8"), tmp_path / "u", cc, double,
+                             ("-O2", "-DMICROGPT_UNROLL=1"))  # fmt: skip
+        want = c_export.logits(built.exe(small_ckpt, "int8", double), tokens)
+        assert c_export.logits(exe, tokens) == want
 
 
 def test_score_is_the_engines_loss(built, small_ckpt):
@@ -415,26 +427,21 @@ def test_weight_bytes_are_the_arrays_the_compiler_lays_out(built, small_ckpt, od
 # --- microgpt export --format c --------------------------------------------------------------
 
 
-def run_cli(args, capsys):
-    code = main(args)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def test_cli_writes_c_and_header_and_refuses_to_overwrite(small_ckpt, tmp_path, capsys):
+def test_cli_writes_c_and_header_and_refuses_to_overwrite(small_ckpt, tmp_path):
     out = tmp_path / "names.c"
-    args = ["export", "--checkpoint", str(small_ckpt), "--format", "c", "--out", str(out),
+    args = ["export", "--checkpoint", small_ckpt, "--format", "c", "--out", out,
             "--quantize", "int8", "--no-measure", "--header"]  # fmt: skip
-    code, _, err = run_cli(args, capsys)
-    assert code == 0 and out.exists() and (tmp_path / "names.h").exists()
-    assert "#define MG_QUANT MG_INT8" in out.read_text() and "names.h" in err
+    done = main_cli(args)
+    assert done.returncode == 0 and out.exists() and (tmp_path / "names.h").exists()
+    assert "#define MG_QUANT MG_INT8" in out.read_text() and "names.h" in done.stderr
     before = out.read_bytes()
-    code, _, err = run_cli(args, capsys)
-    assert code == 2 and "already exists" in err and err.count("\n") == 1
+    again = main_cli(args)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert again.stderr.count("\n") == 1
     out.unlink()  # the .h alone is enough to refuse
-    code, _, err = run_cli(args, capsys)
-    assert code == 2 and "names.h" in err and "already exists" in err and not out.exists()
-    assert run_cli([*args, "--force"], capsys)[0] == 0 and out.read_bytes() == before
+    again = main_cli(args)
+    assert again.returncode == 2 and "names.h" in again.stderr and not out.exists()
+    assert main_cli([*args, "--force"]).returncode == 0 and out.read_bytes() == before
 
 
 @pytest.mark.parametrize(
@@ -444,11 +451,12 @@ def test_cli_writes_c_and_header_and_refuses_to_overwrite(small_ckpt, tmp_path, 
         (["--format", "c", "--header", "--out", "OUT.h"], "ends in .h"),
     ],
 )
-def test_cli_header_errors(small_ckpt, tmp_path, capsys, extra, message):
+def test_cli_header_errors(small_ckpt, tmp_path, extra, message):
     extra = [x.replace("OUT", str(tmp_path / "m")) for x in extra]
-    args = ["export", "--checkpoint", str(small_ckpt), "--out", str(tmp_path / "m.c"), *extra]
-    code, out, err = run_cli([*args, "--no-measure"], capsys)
-    assert code == 2 and not out and message in err and err.count("\n") == 1
+    args = ["export", "--checkpoint", small_ckpt, "--out", tmp_path / "m.c", *extra]
+    done = main_cli([*args, "--no-measure"])
+    assert done.returncode == 2 and not done.stdout and message in done.stderr
+    assert done.stderr.count("\n") == 1
 
 
 def test_export_measures_the_c_build(small_ckpt, names_path, tmp_path):

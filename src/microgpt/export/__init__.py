@@ -237,19 +237,27 @@ def bench_standalone(path: Path, samples: int = BENCH_SAMPLES) -> dict:
 
 
 def header(ckpt: ckpt_io.Checkpoint, report: Report, source: str) -> str:
-    m = ckpt.model
     lines = [
         "A microgpt model in one file that needs only Python 3's standard library.",
         "",
         f"    python {Path(report.path).name} --num-samples 10 --temperature 0.5 --prompt ka"
         " --seed 1",
         "",
+    ]
+    return "\n".join(lines + model_lines(ckpt, report, source, 8)) + "\n"
+
+
+def model_lines(ckpt: ckpt_io.Checkpoint, report: Report, source: str, width: int) -> list[str]:
+    """A header's closing lines: the model's shape, where it came from, what was measured
+    (labels padded to `width`)."""
+    m = ckpt.model
+    return [
         f"GPT n_layer={m.n_layer} n_embd={m.n_embd} n_head={m.n_head} block_size={m.block_size}"
         f" mlp={m.mlp} vocab={len(ckpt.uchars) + 1} (microgpt {__version__})",
-        f"source   {Path(source).name}, step {ckpt.step}, sha256 {report.checkpoint_sha256}",
+        f"{'source':<{width}} {Path(source).name}, step {ckpt.step}, sha256 "
+        f"{report.checkpoint_sha256}",
+        *[f"{label:<{width}} {value}" for label, value in report.rows()],
     ]
-    lines += [f"{label:<8} {value}" for label, value in report.rows()]
-    return "\n".join(lines) + "\n"
 
 
 def export_py(
@@ -279,7 +287,6 @@ def export_py(
 
 
 def c_header(ckpt: ckpt_io.Checkpoint, report: Report, source: str) -> str:
-    m = ckpt.model
     name, exe = Path(report.path).name, Path(report.path).stem
     lines = [
         "A microgpt model in one C99 file: its weights, the forward pass with a KV cache, and",
@@ -293,12 +300,8 @@ def c_header(ckpt: ckpt_io.Checkpoint, report: Report, source: str) -> str:
         "reference engine on these weights (with --quantize none, a seed draws exactly the",
         "samples of `microgpt sample --seed`); 0 computes in float, as a Cortex-M4F's FPU does.",
         "",
-        f"GPT n_layer={m.n_layer} n_embd={m.n_embd} n_head={m.n_head} block_size={m.block_size}"
-        f" mlp={m.mlp} vocab={len(ckpt.uchars) + 1} (microgpt {__version__})",
-        f"source    {Path(source).name}, step {ckpt.step}, sha256 {report.checkpoint_sha256}",
     ]
-    lines += [f"{label:<9} {value}" for label, value in report.rows()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + model_lines(ckpt, report, source, 9)) + "\n"
 
 
 def measure_c(
