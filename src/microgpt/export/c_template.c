@@ -470,13 +470,13 @@ void mg_probabilities(mg_real *probs, const mg_real *logits, mg_real temperature
     int i, j, above;
     for (i = 0; i < MG_VOCAB; i++) {
         probs[i] = logits[i] * inv_t;
-        if (top_k > 0 && top_k < MG_VOCAB) { /* keep i if fewer than top_k tokens rank above */
-            for (above = 0, j = 0; j < MG_VOCAB; j++) {
-                above += logits[j] > logits[i] || (logits[j] == logits[i] && j < i);
-            }
-            if (above >= top_k) {
-                probs[i] = -(mg_real)INFINITY; /* exp(-inf) = 0: cannot be drawn */
-            }
+    }
+    for (i = 0; top_k > 0 && top_k < MG_VOCAB && i < MG_VOCAB; i++) {
+        for (above = 0, j = 0; j < MG_VOCAB; j++) { /* tokens that rank above i */
+            above += logits[j] > logits[i] || (logits[j] == logits[i] && j < i);
+        }
+        if (above >= top_k) {
+            probs[i] = -(mg_real)INFINITY; /* exp(-inf) = 0: cannot be drawn */
         }
     }
     softmax_forward(probs, probs, MG_VOCAB);
