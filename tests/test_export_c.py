@@ -476,6 +476,31 @@ def test_export_measures_the_c_build(small_ckpt, names_path, tmp_path):
         assert 0 < report.mcu_flash_bytes < 16384 and report.mcu_instructions_per_token > 1000
 
 
+def test_export_without_the_tools_says_what_was_not_measured(small_ckpt, tmp_path, monkeypatch):
+    from microgpt.export import mcu
+
+    monkeypatch.setattr(c_export, "find_cc", lambda: None)
+    monkeypatch.setattr(mcu, "missing_tools", lambda: ["qemu-system-arm"])
+    out = tmp_path / "m.c"
+    rows = dict(export(small_ckpt, out, fmt="c", quantize_mode="int8").rows())
+    assert rows["speed"] == "not measured (no C compiler found: set CC, or install gcc or clang)"
+    assert rows["mcu"].startswith("not measured (needs qemu-system-arm: apt-get install ")
+    assert rows["mcu"] in out.read_text() and rows["loss"].startswith("not measured")
+
+
+def test_a_compiler_that_fails_is_one_line(small_ckpt, tmp_path):
+    bad_cc = tmp_path / "cc"
+    bad_cc.write_text("#!/bin/sh\necho 'model.c:1: error: no such thing' >&2\necho more >&2\n"
+                      "exit 1\n")  # fmt: skip
+    bad_cc.chmod(0o755)
+    env = {"CC": str(bad_cc)}
+    done = main_cli(["export", "--checkpoint", small_ckpt, "--format", "c", "--out",
+                     tmp_path / "m.c"], env)  # fmt: skip
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "(model.c:1: error: no such thing); pass --no-measure" in done.stderr
+    assert not (tmp_path / "m.c").exists()
+
+
 # --- the default names model (slow: 1,000 training steps) -------------------------------------
 
 

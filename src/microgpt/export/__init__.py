@@ -372,7 +372,9 @@ def export_c(
             try:
                 measure_c(text, ckpt, report, docs, engine, data, Path(tmp))
             except (OSError, RuntimeError, subprocess.TimeoutExpired) as e:
-                raise ExportError(f"could not build or run the C file to measure it: {e}; "
+                lines = str(e).strip().splitlines() or [type(e).__name__]
+                why = next((ln for ln in lines if "error:" in ln), lines[0]).strip()
+                raise ExportError(f"could not build or run the C file to measure it ({why}); "
                                   "pass --no-measure to write it unmeasured") from None  # fmt: skip
     for _ in range(10):  # the header holds the file's own size (see export_py)
         blob = text.encode("utf-8")

@@ -286,7 +286,8 @@ def build(
     cmd += ["-o", str(exe), str(source), "-lm"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0 or proc.stderr.strip():
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr}")
+        raise RuntimeError(f"{Path(cc).name} could not compile {source.name} cleanly "
+                           f"({' '.join(cmd)}):\n{proc.stderr}")  # fmt: skip
     return exe
 
 
