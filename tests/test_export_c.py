@@ -20,6 +20,7 @@ import pytest
 from run_helpers import main_cli
 
 from microgpt import checkpoint as ckpt_io
+from microgpt import runs
 from microgpt.__main__ import main
 from microgpt.config import ModelConfig, OptimConfig, TrainConfig
 from microgpt.data import read_text, split_lines
@@ -42,11 +43,14 @@ def need_cc(name: str = "gcc") -> str:
     return path
 
 
-def numpy_engine():
+def numpy_engine(ckpt=None, params=None):
+    """The NumPy engine (skip without it): on `params` of `ckpt`, through the run library."""
     try:
-        return load_engine("numpy")
+        load_engine("numpy")
     except EngineError as e:
         pytest.skip(f"numpy engine unavailable: {e}")
+    if ckpt is not None:
+        return runs.model_from_checkpoint(ckpt, runs.EngineSpec("numpy"), params=params).engine
 
 
 def train(engine_cls, docs, model, steps, path, data_path=None) -> Path:
@@ -157,12 +161,10 @@ def test_double_build_is_the_reference_bit_for_bit(built, small_ckpt, odd_ckpt, 
 
 @pytest.mark.parametrize("mode", QUANTIZATIONS)
 def test_float_build_within_1e5_of_numpy_engine(built, small_ckpt, odd_ckpt, mode):
-    engine_cls = numpy_engine()
     for ckpt_path, doc in ((small_ckpt, "maximilianus"), (odd_ckpt, "zoë")):
         ckpt = ckpt_io.load(ckpt_path)
         tokens = ckpt.tokenizer.doc_tokens(doc)[: ckpt.model.block_size]
-        deq = quantize(ckpt.params, mode).dequantize()
-        engine = engine_cls(ckpt.model, ckpt.optim, ckpt.tokenizer.vocab_size, deq)
+        engine = numpy_engine(ckpt, quantize(ckpt.params, mode).dequantize())
         got = c_export.logits(built.exe(ckpt_path, mode, False), tokens)
         assert worst(got, engine.forward(tokens)) <= 1e-5
 
@@ -179,12 +181,10 @@ def test_unrolled_panels_compute_the_same(built, small_ckpt, tmp_path):
 
 
 def test_score_is_the_engines_loss(built, small_ckpt):
-    engine_cls = numpy_engine()
     ckpt = ckpt_io.load(small_ckpt)
     docs = ["emma", "olivia", "ava", "christopherson", "x"]  # one longer than the context
     for mode, double, tol in (("none", True, 1e-12), ("int8", False, 1e-6)):
-        deq = quantize(ckpt.params, mode).dequantize()
-        engine = engine_cls(ckpt.model, ckpt.optim, ckpt.tokenizer.vocab_size, deq)
+        engine = numpy_engine(ckpt, quantize(ckpt.params, mode).dequantize())
         want = evaluate(engine, ckpt.tokenizer, docs)
         loss, count = c_export.score(built.exe(small_ckpt, mode, double), ckpt, docs)
         assert count == want.tokens == sum(len(d) + 1 for d in docs)
@@ -519,14 +519,13 @@ def names_model(tmp_path_factory, names_path) -> Path:
 def test_default_model_int8_goals(names_model, names_path, tmp_path):
     """The issue's goals for the names model in int8: logits within 1e-5 of the NumPy engine
     (float build), flash <= 16 KB and RAM <= 8 KB on the Cortex-M4F (where measured)."""
-    engine_cls = numpy_engine()
+    numpy_engine()
     need_cc()
     out = tmp_path / "names.c"
     report = export(names_model, out, fmt="c", quantize_mode="int8", data=names_path)
     assert report.eval_tokens == 228146 and abs(report.loss_delta) <= 1e-3
     ckpt = ckpt_io.load(names_model)
-    deq = quantize(ckpt.params, "int8").dequantize()
-    engine = engine_cls(ckpt.model, ckpt.optim, ckpt.tokenizer.vocab_size, deq)
+    engine = numpy_engine(ckpt, quantize(ckpt.params, "int8").dequantize())
     exe = c_export.build(out, tmp_path / "names")
     for doc in ["emma", "maximilianus", "xzq", "anna"]:
         tokens = ckpt.tokenizer.doc_tokens(doc)[:16]
