@@ -138,6 +138,23 @@ def config_block(ckpt: Checkpoint, q: Quantized) -> str:
     )
 
 
+def vocab_lines(uchars: list[str]) -> list[str]:
+    """The vocabulary: every token's UTF-8 bytes in one string, and where each one starts."""
+    starts, n = [], 0
+    for ch in uchars:
+        starts.append(n)
+        n += len(ch.encode("utf-8"))
+    starts.append(n)  # where BOS's (empty) text would start: the end
+    offset = "unsigned short" if n < 65536 else "long"
+    return [
+        "/* token t's characters are mg_vocab[mg_vocab_at[t] .. mg_vocab_at[t + 1]) */",
+        f"static const char mg_vocab[] = {c_string(''.join(uchars).encode('utf-8'))};",
+        f"static const {offset} mg_vocab_at[MG_VOCAB] = {{",
+        *wrap([str(s) for s in starts]),
+        "};",
+    ]
+
+
 def weights_block(ckpt: Checkpoint, q: Quantized) -> tuple[str, str]:
     """(the arrays: weights, scales, vocabulary; the mg_params initializer)."""
     values = stored_values(q)
@@ -178,18 +195,7 @@ def weights_block(ckpt: Checkpoint, q: Quantized) -> tuple[str, str]:
         lines.append(f"static const float mg_scales[{at}] = {{")
         lines += items
         lines.append("};")
-    text = "".join(ckpt.uchars).encode("utf-8")
-    starts, n = [], 0
-    for ch in ckpt.uchars:
-        starts.append(n)
-        n += len(ch.encode("utf-8"))
-    starts.append(n)
-    lines += ["", "/* token t's characters are mg_vocab[mg_vocab_at[t] .. mg_vocab_at[t + 1]) */"]
-    lines.append(f"static const char mg_vocab[] = {c_string(text)};")
-    offset = "unsigned short" if n < 65536 else "long"
-    lines.append(f"static const {offset} mg_vocab_at[MG_VOCAB] = {{")
-    lines += wrap([str(s) for s in starts])
-    lines.append("};")
+    lines += ["", *vocab_lines(ckpt.uchars)]
 
     def matrix(name: str) -> str:
         scale = f"mg_scales + {scale_at[name]}" if scale_at else "NULL"
