@@ -203,7 +203,8 @@ def make_plan(args, actions: dict) -> Plan:
     engine = dataclasses.asdict(base.engine)
     fixed.update({("engine" if k == "name" else k): v for k, v in engine.items()
                   if ("engine" if k == "name" else k) not in keys})  # fmt: skip
-    definition = store.definition(args.backend, keys, fixed, shas)
+    study = {"study": args.study or "sweep"} if args.backend == "optuna" else {}
+    definition = store.definition(args.backend, keys, fixed, shas, **study)
     return Plan(base, grid, ranges, configs, seeds, definition)
 
 
@@ -249,7 +250,8 @@ def run_grid(plan: Plan, args, sweep: store.SweepDir) -> int:
     show(f"sweep: {len(tasks)} trials ({len(plan.configs)} configs x {len(plan.seeds)} seeds)"
          + (f", {len(tasks) - len(pending)} already done" if len(pending) < len(tasks) else ""))
     t0 = time.perf_counter()
-    signum = run_trials(pending, args, sweep, len(tasks)) if pending else None
+    done = len(tasks) - len(pending)
+    signum = run_trials(pending, args, sweep, len(tasks), done) if pending else None
     if signum is not None:
         done = sum(t["trial"] in sweep.results() for t in tasks)
         say(f"microgpt: sweep interrupted: {done} of {len(tasks)} trials done; rerun the same "
@@ -275,11 +277,12 @@ def progress_bar(args, total: int, done: int):
 
 
 def run_trials(tasks: list[dict], args, sweep: store.SweepDir, total: int,
-               pool_tasks: list[dict] | None = None) -> int | None:  # fmt: skip
-    """Train `tasks` on the workers, appending each result as it comes. The signal number
-    when Ctrl-C / SIGTERM stopped it (every worker wrote a checkpoint first), else None."""
-    workers = min(len(pool_tasks or tasks), args.workers or default_workers())
-    bar = progress_bar(args, total, total - len(tasks))
+               done: int) -> int | None:  # fmt: skip
+    """Train `tasks` on the workers, appending each result as it comes (`done` of `total`
+    trials are done already: the progress bar). The signal number when Ctrl-C / SIGTERM
+    stopped it (every worker wrote a checkpoint first), else None."""
+    workers = min(len(tasks), args.workers or default_workers())
+    bar = progress_bar(args, total, done)
     stop = runs.StopSignals()
     pool = None
     clean = False
@@ -291,7 +294,7 @@ def run_trials(tasks: list[dict], args, sweep: store.SweepDir, total: int,
                 if stop.requested() and not pool.stopping:
                     pool.stop()
 
-            for message in pool.run(pool_tasks or tasks, poll):
+            for message in pool.run(tasks, poll):
                 if "user_error" in message:
                     pool.stop()
                     raise SweepError(f"trial {message['trial']}: {message['user_error']}")

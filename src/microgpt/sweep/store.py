@@ -35,11 +35,12 @@ KIND = "microgpt-sweep"
 VERSION = 1
 
 
-def definition(backend: str, swept: list[str], fixed: dict, data_sha256: str) -> dict:
+def definition(backend: str, swept: list[str], fixed: dict, data_sha256: dict,
+               **extra) -> dict:  # fmt: skip
     """What sweep.json records; a rerun must agree on everything but `microgpt_version`."""
     return {"kind": KIND, "version": VERSION, "microgpt_version": __version__,
             "backend": backend, "swept": sorted(swept), "fixed": fixed,
-            "data_sha256": data_sha256}  # fmt: skip
+            "data_sha256": data_sha256, **extra}  # fmt: skip
 
 
 def check(out: str, wanted: dict) -> Path:
@@ -56,8 +57,8 @@ def check(out: str, wanted: dict) -> Path:
     except (OSError, ValueError):
         raise SweepError(f"--out {out!r} holds something that is not a sweep (no valid {SWEEP}); "
                          "choose a new or empty directory") from None  # fmt: skip
-    for what in ("version", "backend", "swept", "fixed", "data_sha256"):
-        if saved.get(what) != wanted[what]:
+    for what in wanted:
+        if what != "microgpt_version" and saved.get(what) != wanted[what]:
             why = describe(what, saved, wanted)
             raise SweepError(f"--out {out!r} holds another sweep ({why}); rerun it with the "
                              "same flags, or choose a new --out")  # fmt: skip

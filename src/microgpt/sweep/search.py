@@ -1,0 +1,226 @@
+"""`microgpt sweep --backend optuna`: Optuna chooses the configs (TPE), prunes weak trials on
+their validation loss, and keeps the study in a storage that several machines can share.
+
+    microgpt sweep --backend optuna --out sweeps/m1 --storage /shared/lr.journal --study lr \\
+        --sample learning_rate=log:1e-3:1e-1 --set n_head=1,2,4 --trials 50 --prune
+
+Run the same command on several machines (each with its own --out, one --storage: a journal
+file on a shared file system, or a database URL such as postgresql://...): their workers
+ask the one study for trials, so no trial runs twice and TPE learns from all of them. The
+study ends at --trials trials (finished or pruned): with a journal file a lock makes that
+count exact; with a database, workers that ask at the same moment may add one each.
+
+Each Optuna trial trains its config with every seed in turn, one run directory per seed
+(DIR/trials/trial=NNNN,seed=S), and its value is their mean validation loss. With --prune it
+reports each evaluation (--eval-every, default a tenth of the steps) and stops when the
+median rule says so; a pruned run's directory is still a valid run. A trial left running
+by a killed sweep is marked failed when the same DIR's sweep starts again, and a new trial
+takes its place. Optuna is imported only here (and only by this backend's processes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+from pathlib import Path
+
+from .. import runs
+from ..flags import say
+from .pool import default_workers
+from .space import Axis, Range, SweepError, spec_from_dict, spec_to_dict, trial_spec
+from .worker import outcome, train_trial
+
+DEFAULT_TRIALS = 20
+DIR_ATTR = "microgpt_sweep_dir"  # the sweep directory that ran a trial
+
+
+def import_optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise SweepError("--backend optuna needs Optuna: pip install 'microgpt-lab[sweep]'") \
+            from None  # fmt: skip
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def check_space(grid: list[Axis], ranges: list[Range]) -> list[dict]:
+    """The configs to validate before the study starts: every choice, every range's ends."""
+    if not grid and not ranges:
+        raise SweepError("--backend optuna needs a space to search: --sample KEY=DIST:LO:HI "
+                         "or --set KEY=V1,V2,...")  # fmt: skip
+    configs = [{a.key: v} for a in grid for v in a.values]
+    for r in ranges:
+        configs += [{r.key: type_of(r)(r.lo)}, {r.key: type_of(r)(r.hi)}]
+    return configs
+
+
+def type_of(r: Range):
+    return int if r.integer else float
+
+
+def storage_of(text: str):
+    """An RDB URL as it is, else a journal file (a lock file beside it keeps writers apart)."""
+    optuna = import_optuna()
+    if "://" in text:
+        return text
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    return optuna.storages.JournalStorage(JournalFileBackend(text, JournalFileOpenLock(text)))
+
+
+@contextlib.contextmanager
+def counting_lock(storage: str):
+    """Held while a worker counts the study's trials and asks for one (journal files only)."""
+    if "://" in storage:
+        yield
+        return
+    import fcntl
+
+    fd = os.open(storage + ".count.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def open_study(task: dict):
+    optuna = import_optuna()
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=task["warmup"])
+              if task["prune"] else optuna.pruners.NopPruner())  # fmt: skip
+    return optuna.create_study(
+        study_name=task["study"], storage=storage_of(task["storage"]), direction="minimize",
+        sampler=optuna.samplers.TPESampler(), pruner=pruner, load_if_exists=True,
+    )  # fmt: skip
+
+
+def suggest(trial, task: dict) -> dict:
+    config = {}
+    for key, values in task["choices"].items():
+        config[key] = trial.suggest_categorical(key, values)
+    for key, (dist, lo, hi, integer) in task["ranges"].items():
+        if dist == "int" or integer:
+            config[key] = trial.suggest_int(key, math.ceil(lo), math.floor(hi), log=dist == "log")
+        else:
+            config[key] = trial.suggest_float(key, lo, hi, log=dist == "log")
+    return config
+
+
+class Report:
+    """Reports an Optuna trial's evaluations, seed after seed (the steps of its later seeds
+    are counted on from the earlier ones'), and says when the pruner stopped it."""
+
+    def __init__(self, trial, prune: bool, should_stop):
+        self.trial, self.prune, self.should_stop = trial, prune, should_stop
+        self.offset = 0  # steps of the seeds done
+        self.pruned = False
+
+    def stop(self) -> bool:
+        return self.pruned or self.should_stop()
+
+    def on_eval(self, step: int, evaluation, is_best: bool) -> None:
+        self.trial.report(evaluation.loss, self.offset + step)
+        self.pruned = self.pruned or (self.prune and self.trial.should_prune())
+
+
+def run_study(task: dict, cache: runs.DocsCache, should_stop, send) -> None:
+    """A worker's loop: ask the study for a trial, train its seeds, tell the study; until the
+    study has its trials or the sweep stops."""
+    optuna = import_optuna()
+    states = optuna.trial.TrialState
+    study = open_study(task)
+    base = spec_from_dict(task["base"])
+    while not should_stop():
+        with counting_lock(task["storage"]):
+            counted = (states.RUNNING, states.WAITING, states.COMPLETE, states.PRUNED)
+            if len(study.get_trials(deepcopy=False, states=counted)) >= task["trials"]:
+                break
+            trial = study.ask()
+            trial.set_user_attr(DIR_ATTR, task["dir"])
+        config = suggest(trial, task)
+        losses, report = [], Report(trial, task["prune"], should_stop)
+        for seed in task["seeds"]:
+            spec = trial_spec(base, config, seed)
+            name = f"trial={trial.number:04d},seed={seed}"
+            path = Path(task["dir"]) / "trials" / name
+            try:
+                run, status, error, seconds = train_trial(
+                    spec, path, cache, report.stop, report.on_eval)
+            except runs.USER_ERRORS as e:
+                study.tell(trial, state=states.FAIL)
+                send({"trial": name, "user_error": str(e)})
+                return
+            if status == "stopped" and not report.pruned:  # the sweep is stopping
+                study.tell(trial, state=states.FAIL)
+                send({"done": True})
+                return
+            report.offset += run.trainer.train.num_steps
+            status = "pruned" if report.pruned else status
+            meta = {"trial": name, "dir": f"trials/{name}", "config": config, "seed": seed}
+            result = {**outcome(meta | {"dir": str(path)}, run, status, error, seconds),
+                      "dir": meta["dir"], "optuna_trial": trial.number}  # fmt: skip
+            send({"more": True, "result": result})
+            if status != "finished":
+                break
+            losses.append(result["val_loss"])
+        if report.pruned:
+            study.tell(trial, state=states.PRUNED)
+        elif len(losses) < len(task["seeds"]):  # diverged: the worst possible value
+            study.tell(trial, math.inf)
+        else:
+            study.tell(trial, math.fsum(losses) / len(losses))
+    send({"done": True})
+
+
+def run_optuna(plan, args, path: Path) -> int:
+    """The sweep's side: W workers on one study; then this DIR's table and pictures, and the
+    study's best trial (from every machine)."""
+    from . import finish, run_trials, store
+
+    optuna = import_optuna()
+    storage = args.storage or str(path / "optuna.journal")
+    study_name = args.study or "sweep"
+    sweep = store.SweepDir(path, plan.definition)
+    try:
+        study = open_study({"study": study_name, "storage": storage, "prune": False,
+                            "warmup": 0})  # fmt: skip
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if t.user_attrs.get(DIR_ATTR) == str(path):  # left by a killed sweep of this DIR
+                study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        base = plan.base
+        if args.prune and not base.eval_every:
+            steps = base.configs()[3].num_steps
+            base = dataclasses.replace(base, eval_every=max(1, steps // 10))
+        total = args.trials or DEFAULT_TRIALS
+        task = {
+            "kind": "optuna", "storage": storage, "study": study_name, "trials": total,
+            "dir": str(path), "prune": args.prune, "seeds": plan.seeds,
+            "warmup": base.eval_every, "base": spec_to_dict(base),
+            "choices": {a.key: a.values for a in plan.grid},
+            "ranges": {r.key: (r.dist, r.lo, r.hi, r.integer) for r in plan.ranges},
+        }  # fmt: skip
+        done = len(study.get_trials(deepcopy=False, states=(
+            optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)))  # fmt: skip
+        workers = min(args.workers or default_workers(), max(1, total - done))
+        n = len(plan.seeds)
+        signum = run_trials([task] * workers, args, sweep, total * n, done * n) \
+            if done < total else None  # fmt: skip
+        if signum is not None:
+            say("microgpt: sweep interrupted; rerun the same command to continue the study")
+            return 128 + signum
+        results = list(sweep.results().values())
+        if results:
+            tasks = {r["trial"]: {"spec": spec_to_dict(trial_spec(base, r["config"], r["seed"]))}
+                     for r in results}  # fmt: skip
+            finish(plan, results, tasks, sweep, (lambda *a: None) if args.quiet else say)
+        finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if finished:
+            best = min(finished, key=lambda t: t.value)
+            print(f"study {study_name}: {len(finished)} trials finished; best: trial "
+                  f"{best.number}, val loss {best.value:.4f}, {best.params}")  # fmt: skip
+        return 0
+    finally:
+        sweep.close()
