@@ -158,7 +158,7 @@ def val_loss_against(rows: list[Row], key: str, keys: list[str], connect: bool) 
         groups, others = {(): rows}, []
     values = sorted({row.config[key] for row in rows}, key=lambda v: (str(type(v)), v))
     numeric = all(isinstance(v, (int, float)) for v in values)
-    log = numeric and min(values) > 0 and max(values) / min(values) >= 20
+    log = numeric and min(values) > 0 and max(values) / min(values) >= 8  # e.g. 0.01 .. 0.1
     x = (Axis(values, LEFT, W - RIGHT, log=log, pad=0.06) if numeric and len(values) > 1
          else Axis([], LEFT, W - RIGHT, categories=values))  # fmt: skip
     losses = [t["val_loss"] for row in rows for t in row.trials if finite(t.get("val_loss"))]
@@ -233,7 +233,7 @@ td, th {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; }}
 figure {{ margin: 1em 0; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p><code>{html.escape(command)}</code></p>
+<p>Every trial: <code>{html.escape(command)}</code> and its swept values and seed</p>
 <p>Best config, as a single run: <code id="best">{html.escape(best)}</code></p>
 {figures}
 <table id="summary"><thead><tr>{head}</tr></thead><tbody>

@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 
 from ..config import ConfigError
+from ..flags import UsageError
 from ..runs import EngineSpec, RunSpec
 
 # The keys a sweep may vary: every RunSpec field (they are train flags' dests), and the two
@@ -34,7 +35,7 @@ KEYS = tuple(k for k in SPEC_KEYS if k != "seed") + ENGINE_KEYS
 DISTRIBUTIONS = ("uniform", "log", "int")  # --sample KEY=DIST:LO:HI
 
 
-class SweepError(Exception):
+class SweepError(UsageError):
     """A sweep that cannot run as asked; the message says what to do."""
 
 
