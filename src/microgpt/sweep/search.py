@@ -21,16 +21,13 @@ takes its place. Optuna is imported only here (and only by this backend's proces
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 from pathlib import Path
 
 from .. import runs
-from ..flags import say
-from .pool import default_workers
-from .space import Axis, Range, SweepError, spec_from_dict, spec_to_dict, trial_spec
-from .worker import outcome, train_trial
+from .space import Axis, Range, SweepError, spec_from_dict, trial_spec
+from .trial import outcome, train_trial
 
 DEFAULT_TRIALS = 20
 DIR_ATTR = "microgpt_sweep_dir"  # the sweep directory that ran a trial
@@ -175,52 +172,25 @@ def run_study(task: dict, cache: runs.DocsCache, should_stop, send) -> None:
     send({"done": True})
 
 
-def run_optuna(plan, args, path: Path) -> int:
-    """The sweep's side: W workers on one study; then this DIR's table and pictures, and the
-    study's best trial (from every machine)."""
-    from . import finish, run_trials, store
-
+def prepare(storage: str, study: str, sweep_dir: str) -> int:
+    """Open (or create) the study; fail the trials a killed sweep of `sweep_dir` left
+    running (new ones take their place). The trials done (finished or pruned)."""
     optuna = import_optuna()
-    storage = args.storage or str(path / "optuna.journal")
-    study_name = args.study or "sweep"
-    sweep = store.SweepDir(path, plan.definition)
-    try:
-        study = open_study({"study": study_name, "storage": storage, "prune": False,
-                            "warmup": 0})  # fmt: skip
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if t.user_attrs.get(DIR_ATTR) == str(path):  # left by a killed sweep of this DIR
-                study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-        base = plan.base
-        if args.prune and not base.eval_every:
-            steps = base.configs()[3].num_steps
-            base = dataclasses.replace(base, eval_every=max(1, steps // 10))
-        total = args.trials or DEFAULT_TRIALS
-        task = {
-            "kind": "optuna", "storage": storage, "study": study_name, "trials": total,
-            "dir": str(path), "prune": args.prune, "seeds": plan.seeds,
-            "warmup": base.eval_every, "base": spec_to_dict(base),
-            "choices": {a.key: a.values for a in plan.grid},
-            "ranges": {r.key: (r.dist, r.lo, r.hi, r.integer) for r in plan.ranges},
-        }  # fmt: skip
-        done = len(study.get_trials(deepcopy=False, states=(
-            optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)))  # fmt: skip
-        workers = min(args.workers or default_workers(), max(1, total - done))
-        n = len(plan.seeds)
-        signum = run_trials([task] * workers, args, sweep, total * n, done * n) \
-            if done < total else None  # fmt: skip
-        if signum is not None:
-            say("microgpt: sweep interrupted; rerun the same command to continue the study")
-            return 128 + signum
-        results = list(sweep.results().values())
-        if results:
-            tasks = {r["trial"]: {"spec": spec_to_dict(trial_spec(base, r["config"], r["seed"]))}
-                     for r in results}  # fmt: skip
-            finish(plan, results, tasks, sweep, (lambda *a: None) if args.quiet else say)
-        finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if finished:
-            best = min(finished, key=lambda t: t.value)
-            print(f"study {study_name}: {len(finished)} trials finished; best: trial "
-                  f"{best.number}, val loss {best.value:.4f}, {best.params}")  # fmt: skip
-        return 0
-    finally:
-        sweep.close()
+    states = optuna.trial.TrialState
+    s = open_study({"study": study, "storage": storage, "prune": False, "warmup": 0})
+    for t in s.get_trials(deepcopy=False, states=(states.RUNNING,)):
+        if t.user_attrs.get(DIR_ATTR) == sweep_dir:
+            s.tell(t.number, state=states.FAIL)
+    return len(s.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED)))
+
+
+def best(storage: str, study: str) -> str:
+    """The study's best trial, from every machine that shares it, in one line."""
+    optuna = import_optuna()
+    s = open_study({"study": study, "storage": storage, "prune": False, "warmup": 0})
+    finished = s.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not finished:
+        return f"study {study}: no trial finished yet"
+    b = min(finished, key=lambda t: t.value)
+    return (f"study {study}: {len(finished)} trials finished; best: trial {b.number}, "
+            f"val loss {b.value:.4f}, {b.params}")
