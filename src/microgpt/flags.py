@@ -73,13 +73,13 @@ def add_config_flags(p) -> None:
     p.add_argument("--learning-rate", type=float, metavar="X", help="Adam learning rate (0.01)")
 
 
-def add_loop_flags(p, out: str = "--out") -> None:
+def add_loop_flags(p) -> None:
     """How often a run evaluates and writes checkpoints (train, sweep)."""
     p.add_argument("--eval-every", type=int, metavar="N",
                    help="validation loss and bits/char every N steps (needs --val-fraction; "
                    "default: only after the last step)")
     p.add_argument("--checkpoint-every", type=int, metavar="N",
-                   help=f"write DIR/model.safetensors every N steps (needs {out}; default: only "
+                   help="write DIR/model.safetensors every N steps (needs --out; default: only "
                    "at the end and on Ctrl-C/SIGTERM)")
 
 

@@ -46,6 +46,7 @@ from .summary import rank, table, to_csv, train_command
 DEFAULT_SEEDS = 3  # a standard deviation needs two; one seed alone misleads
 DEFAULT_VAL_FRACTION = 0.1  # trials are ranked on held-out documents
 DEFAULT_DRAWS = 10  # --trials with --sample
+DEFAULT_STUDY_TRIALS = 20  # --trials with --backend optuna
 MAX_TRIALS = 1000  # --max-trials: a typo in a grid should not start ten thousand runs
 
 
@@ -69,7 +70,7 @@ def add_sweep_parser(sub) -> None:
                    "int, e.g. learning_rate=log:1e-3:1e-1; --trials draws")
     p.add_argument("--trials", type=int, metavar="N",
                    help=f"random draws of the --sample ranges (default {DEFAULT_DRAWS}); with "
-                   "--backend optuna, the study's trials")
+                   f"--backend optuna, the study's trials (default {DEFAULT_STUDY_TRIALS})")
     p.add_argument("--search-seed", type=int, default=0, metavar="N",
                    help="seed of the random search's draws (default 0)")
     p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="N",
@@ -89,12 +90,24 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("--prune", action="store_true",
                    help="optuna: stop weak trials early on their validation loss (median rule)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages on stderr")
-    add_setup_flags(p, resumed="when the sweep resumes", engine_default="the fastest installed")
-    add_loop_flags(p, out="the sweep")
+    add_setup_flags(p)
+    add_loop_flags(p)
     add_config_flags(p)
     add_after_training_flags(p)
     add_device_flags(p, compile_flag=True)
     actions = {a.dest: a for a in p._actions}
+    # train's flags, as they read in a sweep
+    actions["engine"].help = "computation engine (default: the fastest installed)"
+    actions["dtype"].help = ("float precision of the engine (default: float64, which matches the "
+                             "reference; float32 is faster, numpy engine only)")
+    actions["val_fraction"].help = ("hold out this share of the documents (chosen with each "
+                                    "trial's seed); trials are ranked on their loss (default "
+                                    f"{DEFAULT_VAL_FRACTION})")
+    actions["checkpoint_every"].help = ("write each trial's model.safetensors every N steps, so "
+                                        "a trial killed by SIGKILL resumes from there (default: "
+                                        "at the end and on Ctrl-C/SIGTERM; a killed trial "
+                                        "restarts, to the same result)")
+    actions["seed"].help = "the first trial seed; the others follow it (default 42)"
     p.set_defaults(func=lambda args: cmd_sweep(args, actions))
 
 
@@ -171,6 +184,7 @@ def make_plan(args, actions: dict) -> Plan:
         from .search import check_space
 
         configs = check_space(grid, ranges)
+        count, what = (args.trials or DEFAULT_STUDY_TRIALS) * len(seeds), "study trials"
     else:
         from .space import configs as make_configs
 
@@ -178,11 +192,12 @@ def make_plan(args, actions: dict) -> Plan:
         if not keys and len(seeds) == 1:
             raise SweepError("nothing to sweep: give --set KEY=V1,V2,..., --sample "
                              "KEY=DIST:LO:HI or --seeds N with N > 1")  # fmt: skip
-        count = len(configs) * len(seeds)
-        if count > args.max_trials:
-            raise SweepError(f"{count} trials ({len(configs)} configs x {len(seeds)} seeds) "
-                             f"is more than --max-trials {args.max_trials}; sweep fewer values "
-                             "or raise --max-trials")  # fmt: skip
+        count, what = len(configs) * len(seeds), "configs"
+    if count > args.max_trials:
+        n = count // len(seeds)
+        raise SweepError(f"{count} trials ({n} {what} x {len(seeds)} seeds) is more than "
+                         f"--max-trials {args.max_trials}; sweep fewer values or raise "
+                         "--max-trials")  # fmt: skip
     for config in configs:
         validate(base, config)
         if trial_spec(base, config, seeds[0]).val_fraction == 0:
@@ -343,7 +358,7 @@ def run_optuna(plan: Plan, args, sweep: store.SweepDir) -> int:
     base = plan.base
     if args.prune and not base.eval_every:  # pruning needs evaluations to judge
         base = dataclasses.replace(base, eval_every=max(1, base.configs()[3].num_steps // 10))
-    total = args.trials or search.DEFAULT_TRIALS
+    total = args.trials or DEFAULT_STUDY_TRIALS
     done = search.prepare(storage, study, str(sweep.path))
     task = {
         "kind": "optuna", "storage": storage, "study": study, "trials": total,

@@ -19,13 +19,15 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .space import SweepError
+
 # One thread per worker: W workers on W cores, not W x cores threads fighting over them.
 ONE_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                      "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
                                      "NUMEXPR_NUM_THREADS")}  # fmt: skip
 
 
-class WorkerDied(Exception):
+class WorkerDied(SweepError):
     """A worker ended without a word (killed, out of memory, or a bug it printed)."""
 
 

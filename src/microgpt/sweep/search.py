@@ -29,7 +29,6 @@ from .. import runs
 from .space import Axis, Range, SweepError, spec_from_dict, trial_spec
 from .trial import outcome, train_trial
 
-DEFAULT_TRIALS = 20
 DIR_ATTR = "microgpt_sweep_dir"  # the sweep directory that ran a trial
 
 
