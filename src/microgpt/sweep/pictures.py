@@ -1,6 +1,6 @@
 """The sweep's pictures as SVG (no plotting library), and one self-contained HTML report.
 
-- `loss_curves`: every trial's training loss (the mean of each 1% of its steps), coloured
+- `loss_curves`: every trial's training loss (the mean of the last 5% of its steps), coloured
   by its config's rank, with its validation losses as dots.
 - `val_loss_against`: for one swept key, the validation loss at each of its values: a dot
   per trial, and the mean over seeds with an error bar of one standard deviation; one line
@@ -18,8 +18,9 @@ import math
 from .space import show_value
 from .summary import Row, plus_minus
 
-W, H = 720, 400  # picture size (px)
-LEFT, RIGHT, TOP, BOTTOM = 64, 200, 40, 48  # margins; the legend sits on the right
+W, H = 760, 400  # picture size (px)
+LEFT, RIGHT, TOP, BOTTOM = 64, 240, 40, 48  # margins; the legend sits on the right
+LABEL = 38  # characters of a legend label
 # Colours: best to worst rank (a blue-to-orange ramp that stays readable on white).
 RAMP = ["#1f4e9c", "#2f74c0", "#3a9ad0", "#46b3a8", "#7cc36b", "#c3c94a", "#e7a93b", "#e4772f",
         "#d4482b", "#a8322d"]  # fmt: skip
@@ -138,11 +139,12 @@ def loss_curves(rows: list[Row]) -> str:
             if finite(v):
                 body.append(f'<circle cx="{x(s):.1f}" cy="{y(v):.1f}" r="2.5" fill="{c}" '
                             'stroke="white" stroke-width="0.5"/>')  # fmt: skip
-    legend = [(f"{r.rank}. {label(r.config)}"[:30], colour(r.rank, len(rows))) for r in rows[:12]]
+    legend = [(f"{r.rank}. {label(r.config)}"[:LABEL], colour(r.rank, len(rows)))
+              for r in rows[:12]]  # fmt: skip
     if len(rows) > 12:
         legend.append((f"... {len(rows) - 12} more", RAMP[-1]))
     title = f"Training loss of {len(trials)} trials (dots: validation loss)"
-    return frame("loss_curves", title, "step", "loss (mean of each 1% of steps)", x, y,
+    return frame("loss_curves", title, "step", "loss (mean of the last 5% of steps)", x, y,
                  nice_ticks(0, steps),
                  nice_ticks(y.lo, y.hi), body, legend)  # fmt: skip
 
@@ -193,7 +195,7 @@ def val_loss_against(rows: list[Row], key: str, keys: list[str], connect: bool) 
             body.append(f'<polyline points="{" ".join(means)}" fill="none" stroke="{c}" '
                         'stroke-width="1.5"/>')  # fmt: skip
         if others:
-            legend.append((label(dict(zip(others, combo)))[:30], c))
+            legend.append((label(dict(zip(others, combo)))[:LABEL], c))
     seeds = max(len(r.trials) for r in rows)
     xticks = values if x.categories is not None or len(values) <= 12 else \
         nice_ticks(x.lo, x.hi) if not log else [10.0 ** e for e in range(math.ceil(x.lo),

@@ -13,7 +13,9 @@ from pathlib import Path
 from .. import rundir, runs
 from ..train import TrainingError
 
-CURVE_POINTS = 100  # a trial's loss curve in results.jsonl: the mean loss of each 1% of steps
+# A trial's loss curve in results.jsonl: 100 points, each the mean loss of the 5% of the
+# steps that end there (a batch-1 loss is too noisy to see a hundred curves through).
+CURVE_POINTS, CURVE_WINDOW = 100, 0.05
 
 
 def train_trial(spec: runs.RunSpec, path: Path, cache: runs.DocsCache, should_stop,
@@ -49,10 +51,11 @@ def outcome(task: dict, run: runs.Run, status: str, error: str | None, seconds: 
     losses = [r["loss"] for r in records if "loss" in r]
     evals = [r for r in records if "val_loss" in r]
     last = max(1, round(len(losses) / 10))  # the last 10% of the steps
-    width = max(1, math.ceil(len(losses) / CURVE_POINTS))
-    curve = [[min(i + width, len(losses)), round(math.fsum(losses[i:i + width]) /
-                                                 len(losses[i:i + width]), 6)]
-             for i in range(0, len(losses), width)]  # fmt: skip
+    every = max(1, math.ceil(len(losses) / CURVE_POINTS))
+    window = max(1, round(len(losses) * CURVE_WINDOW))
+    ends = sorted({*range(every, len(losses), every), len(losses)} - {0})
+    curve = [[end, round(math.fsum(losses[max(0, end - window):end]) /
+                         (end - max(0, end - window)), 6)] for end in ends]  # fmt: skip
     return {
         "trial": task["trial"], "dir": f"trials/{task['trial']}", "config": task["config"],
         "seed": task["seed"], "status": status, "error": error,
