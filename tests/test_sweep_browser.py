@@ -10,27 +10,15 @@ dir.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 
-import pytest
 from run_helpers import main_cli
+from test_studio_browser import ARGS, CHROMIUM, _playwright
 
-CHROMIUM = os.environ.get("MICROGPT_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 NAMES = "emma olivia ava isabella sophia charlotte mia amelia harper evelyn abigail emily".split()
 
 
 def test_the_report_opens_offline_and_draws_every_trial(tmp_path):
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("playwright is not installed (pip install playwright; .ci/run does)")
-    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)) and not shutil.which(
-        CHROMIUM
-    ):
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium; .ci/run does)")
+    sync_playwright = _playwright()  # skips, saying why, without playwright or chromium
     data = tmp_path / "names.txt"
     data.write_text("\n".join(NAMES * 3) + "\n")
     out = tmp_path / "sweep"
