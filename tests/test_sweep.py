@@ -82,7 +82,8 @@ def test_trials_equal_train_alone_and_are_ordinary_runs(data, tmp_path):
         result = found[trial.name]
         assert result["train_loss"] == math.fsum(losses[-2:]) / 2  # the last 10% of 20 steps
         assert result["val_loss"] == metrics(alone)[-1]["val_loss"]
-        assert result["steps"] == 20 and result["engine"] == "numpy"
+        engine = json.loads((alone / "config.json").read_text())["engine"]
+        assert result["steps"] == 20 and result["engine"] == engine
     best = r.stdout.strip().splitlines()[-1]
     assert best == "best: " + rows[0]["command"]
     # sample, eval and train --resume work on a trial as on any run
@@ -99,7 +100,8 @@ def test_trials_equal_train_alone_and_are_ordinary_runs(data, tmp_path):
 
 
 def test_sigkill_then_the_same_command_equals_an_uninterrupted_sweep(data, tmp_path, cli_env):
-    flags = [*TINY, "--steps", "150", "--checkpoint-every", "10", "--set",
+    # the numpy engine: a known pace (~0.1 s a trial), so the kill finds trials in flight
+    flags = [*TINY, "--steps", "200", "--checkpoint-every", "10", "--engine", "numpy", "--set",
              "learning_rate=0.01,0.03", "--set", "n_head=2,4", "--seeds", "2", "--workers", "2"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert main_cli(sweep(whole, data, *flags)).returncode == 0
