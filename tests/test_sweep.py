@@ -267,3 +267,17 @@ def test_a_cached_start_is_the_same_run(data):
         assert a.rng.getstate() == b.rng.getstate()
         assert a.record == b.record  # the fingerprint too
         assert a.engine.parameters() == b.engine.parameters()
+
+
+def test_a_disk_too_small_for_the_trials_is_refused(data, tmp_path, monkeypatch):
+    import shutil
+
+    from microgpt.sweep import command
+
+    full = shutil.disk_usage(tmp_path)._replace(free=100_000)  # 0.1 MB: not 4 tiny trials
+    monkeypatch.setattr(command.shutil, "disk_usage", lambda path: full)
+    before = snapshot(tmp_path)
+    r = main_cli(sweep(tmp_path / "sweep", data, *TINY, "--set", "learning_rate=0.01,0.02",
+                       "--seeds", "2"))  # fmt: skip
+    assert r.returncode == 2 and "4 trials need about" in r.stderr and "0 MB are free" in r.stderr
+    assert snapshot(tmp_path) == before

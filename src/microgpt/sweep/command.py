@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from ..flags import (
     run_spec,
     say,
 )
+from ..init import num_params
 from . import pictures, store
 from .pool import Pool, default_workers
 from .space import (
@@ -203,7 +205,7 @@ def make_plan(args, actions: dict) -> Plan:
         if trial_spec(base, config, seeds[0]).val_fraction == 0:
             raise SweepError("a sweep ranks trials by validation loss: --val-fraction must be "
                              "more than 0")  # fmt: skip
-    shas = check_resources([trial_spec(base, c, seeds[0]) for c in configs])
+    shas = check_resources([trial_spec(base, c, seeds[0]) for c in configs], count, args.out)
     fixed = {k: v for k, v in spec_to_dict(base).items() if k not in keys and k not in
              ("seed", "checkpoint_every", "engine")}  # fmt: skip
     engine = dataclasses.asdict(base.engine)
@@ -214,23 +216,39 @@ def make_plan(args, actions: dict) -> Plan:
     return Plan(base, grid, ranges, configs, seeds, definition)
 
 
-def check_resources(specs: list[runs.RunSpec]) -> dict[str, str]:
+def check_resources(specs: list[runs.RunSpec], trials: int, out: str) -> dict[str, str]:
     """Each engine loads and takes its dtype; each data file splits as asked (the errors
-    `microgpt train` would give, before any trial starts). The data files' sha256."""
+    `microgpt train` would give, before any trial starts); the disk has room for `trials`
+    trials of the largest config. The data files' sha256."""
     shas: dict[str, str] = {}
-    seen = set()
+    engines, splits = set(), {}
+    largest = 0
     for spec in specs:
-        if (spec.engine, "engine") not in seen:
-            seen.add((spec.engine, "engine"))
+        if spec.engine not in engines:
+            engines.add(spec.engine)
             engine_cls, name, dtype, _ = spec.engine.build()
             if dtype not in engine_cls.dtypes:
                 raise EngineError(f"the {name} engine supports --dtype "
                                   f"{' or '.join(engine_cls.dtypes)}, not {dtype}")  # fmt: skip
-        split = (spec.data, spec.configs()[3].doc_mode, spec.configs()[3].val_fraction)
-        if split not in seen:
-            seen.add(split)
-            docs, shas[spec.data] = load_docs(spec.data, random.Random(0), split[1])
-            split_validation(docs, split[2])
+        _, model, _, train = spec.configs()
+        split = (spec.data, train.doc_mode, train.val_fraction)
+        if split not in splits:
+            docs, shas[spec.data] = load_docs(spec.data, random.Random(0), train.doc_mode)
+            splits[split] = (docs, split_validation(docs, train.val_fraction)[0])
+        docs, train_docs = splits[split]
+        vocab = len(set("".join(docs))) + 1
+        # two checkpoints (latest, best): weights and Adam's two moments as float64, the
+        # documents' fingerprint (3 bytes a document, base64); a metrics line a step
+        checkpoint = 3 * 8 * num_params(model, vocab) + 4 * len(train_docs) + 8192
+        largest = max(largest, 2 * checkpoint + 80 * train.num_steps)
+    where = Path(out).resolve()
+    while not where.exists():
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    if trials * largest > free:
+        raise SweepError(f"{trials} trials need about {trials * largest / 1e6:.0f} MB in "
+                         f"{out} and {free / 1e6:.0f} MB are free; free some space or sweep "
+                         "fewer trials")  # fmt: skip
     return shas
 
 
