@@ -29,6 +29,7 @@ from ..flags import (
 from ..init import num_params
 from . import pictures, store
 from .pool import Pool, default_workers
+from .search import check_space
 from .space import (
     Axis,
     Range,
@@ -43,6 +44,7 @@ from .space import (
     trial_spec,
     validate,
 )
+from .space import configs as grid_configs
 from .summary import rank, table, to_csv, train_command
 
 DEFAULT_SEEDS = 3  # a standard deviation needs two; one seed alone misleads
@@ -183,14 +185,10 @@ def make_plan(args, actions: dict) -> Plan:
     seeds = [seed0 + i for i in range(args.seeds)]
 
     if args.backend == "optuna":
-        from .search import check_space
-
         configs = check_space(grid, ranges)
         count, what = (args.trials or DEFAULT_STUDY_TRIALS) * len(seeds), "study trials"
     else:
-        from .space import configs as make_configs
-
-        configs = make_configs(grid, ranges, args.trials or 0, args.search_seed)
+        configs = grid_configs(grid, ranges, args.trials or 0, args.search_seed)
         if not keys and len(seeds) == 1:
             raise SweepError("nothing to sweep: give --set KEY=V1,V2,..., --sample "
                              "KEY=DIST:LO:HI or --seeds N with N > 1")  # fmt: skip
@@ -206,14 +204,18 @@ def make_plan(args, actions: dict) -> Plan:
             raise SweepError("a sweep ranks trials by validation loss: --val-fraction must be "
                              "more than 0")  # fmt: skip
     shas = check_resources([trial_spec(base, c, seeds[0]) for c in configs], count, args.out)
-    fixed = {k: v for k, v in spec_to_dict(base).items() if k not in keys and k not in
-             ("seed", "checkpoint_every", "engine")}  # fmt: skip
-    engine = dataclasses.asdict(base.engine)
-    fixed.update({("engine" if k == "name" else k): v for k, v in engine.items()
-                  if ("engine" if k == "name" else k) not in keys})  # fmt: skip
     study = {"study": args.study or "sweep"} if args.backend == "optuna" else {}
-    definition = store.definition(args.backend, keys, fixed, shas, **study)
+    definition = store.definition(args.backend, keys, fixed_flags(base, keys), shas, **study)
     return Plan(base, grid, ranges, configs, seeds, definition)
+
+
+def fixed_flags(base: runs.RunSpec, keys: list[str]) -> dict:
+    """The train flags every trial shares, as given (None: the default). Not the seed (a
+    rerun may add seeds) nor --checkpoint-every (it changes no result)."""
+    flags = spec_to_dict(dataclasses.replace(base, seed=None, checkpoint_every=0))
+    engine = flags.pop("engine")
+    flags.update(engine=engine.pop("name"), **engine)  # dtype, device, compile
+    return {k: v for k, v in flags.items() if k not in keys}
 
 
 def check_resources(specs: list[runs.RunSpec], trials: int, out: str) -> dict[str, str]:
