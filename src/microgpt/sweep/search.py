@@ -155,9 +155,8 @@ def run_study(task: dict, cache: runs.DocsCache, should_stop, send) -> None:
                 return
             report.offset += run.trainer.train.num_steps
             status = "pruned" if report.pruned else status
-            meta = {"trial": name, "dir": f"trials/{name}", "config": config, "seed": seed}
-            result = {**outcome(meta | {"dir": str(path)}, run, status, error, seconds),
-                      "dir": meta["dir"], "optuna_trial": trial.number}  # fmt: skip
+            done = {"trial": name, "dir": str(path), "config": config, "seed": seed}
+            result = {**outcome(done, run, status, error, seconds), "optuna_trial": trial.number}
             send({"more": True, "result": result})
             if status != "finished":
                 break

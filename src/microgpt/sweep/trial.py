@@ -19,7 +19,7 @@ CURVE_POINTS, CURVE_WINDOW = 100, 0.05
 
 
 def train_trial(spec: runs.RunSpec, path: Path, cache: runs.DocsCache, should_stop,
-                on_eval=None) -> tuple[runs.Run | None, str, str | None, float]:  # fmt: skip
+                on_eval=None) -> tuple[runs.Run, str, str | None, float]:  # fmt: skip
     """Start (or resume, when it has a checkpoint) the trial in `path` and train it.
 
     Returns (run, status, error, seconds): status is "finished", "stopped" or "diverged".
