@@ -281,3 +281,16 @@ def test_a_disk_too_small_for_the_trials_is_refused(data, tmp_path, monkeypatch)
                        "--seeds", "2"))  # fmt: skip
     assert r.returncode == 2 and "4 trials need about" in r.stderr and "0 MB are free" in r.stderr
     assert snapshot(tmp_path) == before
+
+
+def test_one_sweep_at_a_time_holds_a_directory(data, tmp_path):
+    out = tmp_path / "sweep"
+    flags = [*TINY, "--set", "learning_rate=0.01", "--seeds", "2"]
+    assert main_cli(sweep(out, data, *flags)).returncode == 0
+    held = store.SweepDir(out, json.loads((out / "sweep.json").read_text()))  # another sweep
+    try:
+        r = main_cli(sweep(out, data, *flags))
+        assert r.returncode == 2 and "is in use by another microgpt sweep" in r.stderr
+    finally:
+        held.close()
+    assert main_cli(sweep(out, data, *flags)).returncode == 0
