@@ -294,3 +294,21 @@ def test_one_sweep_at_a_time_holds_a_directory(data, tmp_path):
     finally:
         held.close()
     assert main_cli(sweep(out, data, *flags)).returncode == 0
+
+
+@pytest.mark.slow
+def test_default_model_trials_on_the_names_equal_train_alone(names_path, tmp_path):
+    """The default model on all 32,033 names: one worker, so the second trial starts from the
+    worker's cached documents and fingerprint (runs.DocsCache), and is still train's run."""
+    out = tmp_path / "sweep"
+    r = main_cli(sweep(out, names_path, "--set", "learning_rate=0.01,0.02", "--seeds", "1",
+                       "--workers", "1"))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    for row in csv.DictReader((out / "summary.csv").open()):
+        alone = tmp_path / f"alone-{row['rank']}"
+        assert main_cli([*shlex.split(row["command"])[1:], "--out", alone,
+                         "--quiet"]).returncode == 0  # fmt: skip
+        trial = out / row["trials"]
+        assert metrics(trial) == metrics(alone)
+        assert (trial / "model.safetensors").read_bytes() == (
+            alone / "model.safetensors").read_bytes()  # the same weights, Adam, RNGs, record
