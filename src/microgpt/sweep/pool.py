@@ -46,8 +46,12 @@ class Worker:
         env = {**os.environ, **ONE_THREAD, "MICROGPT_SWEEP_PARENT": str(os.getpid()),
                "PYTHONPATH": src + (os.pathsep + path if path else "")}  # fmt: skip
         self.index = index
+        # NOTE: a session of its own, so a Ctrl-C at the terminal reaches the sweep alone; the
+        # sweep then asks each worker to stop (SIGTERM), and a killed sweep takes its workers
+        # with it (worker.die_with_parent)
         self.proc = subprocess.Popen([sys.executable, "-m", "microgpt.sweep.worker"], env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     start_new_session=True)  # fmt: skip
         self.buffer = b""
         self.task: dict | None = None  # the task it is working on
         self.seed: int | None = None  # the seed of its last trial
