@@ -89,3 +89,19 @@ def test_a_pruned_trial_stops_at_its_report_and_stays_a_valid_run(tmp_path):
     assert ckpt_io.load(tmp_path / "t" / "model.safetensors").step == 10
     resumed = runs.resume(runs.ResumeSpec(str(tmp_path / "t")))  # a run like any other
     assert runs.train(resumed) and resumed.trainer.step_count == 40
+
+
+def test_a_trial_left_running_by_a_killed_sweep_is_failed_when_its_dir_restarts(tmp_path):
+    from microgpt.sweep.search import DIR_ATTR, prepare
+
+    journal = str(tmp_path / "study.journal")
+    study = optuna.create_study(study_name="s", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(journal)))  # fmt: skip
+    mine, theirs, done = study.ask(), study.ask(), study.ask()
+    mine.set_user_attr(DIR_ATTR, "/sweeps/a")  # its sweep was killed
+    theirs.set_user_attr(DIR_ATTR, "/sweeps/b")  # another machine's, still running
+    study.tell(done, 1.0)
+    assert prepare(journal, "s", "/sweeps/a") == 1  # one trial done
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    assert states == {0: optuna.trial.TrialState.FAIL, 1: optuna.trial.TrialState.RUNNING,
+                      2: optuna.trial.TrialState.COMPLETE}  # fmt: skip
