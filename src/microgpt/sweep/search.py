@@ -7,8 +7,9 @@ their validation loss, and keeps the study in a storage that several machines ca
 Run the same command on several machines (each with its own --out, one --storage: a journal
 file on a shared file system, or a database URL such as postgresql://...): their workers
 ask the one study for trials, so no trial runs twice and TPE learns from all of them. The
-study ends at --trials trials (finished or pruned): with a journal file a lock makes that
-count exact; with a database, workers that ask at the same moment may add one each.
+study ends at --trials trials (finished or pruned): a lock makes that count exact for a
+journal file, and for one machine's workers on a database (machines that ask at the same
+moment may add one each).
 
 Each Optuna trial trains its config with every seed in turn, one run directory per seed
 (DIR/trials/trial=NNNN,seed=S), and its value is their mean validation loss. With --prune it
@@ -68,14 +69,20 @@ def storage_of(text: str):
 
 
 @contextlib.contextmanager
-def counting_lock(storage: str):
-    """Held while a worker counts the study's trials and asks for one (journal files only)."""
-    if "://" in storage:
+def counting_lock(task: dict):
+    """Held while a worker counts the study's trials and asks for one: a lock file beside a
+    journal (every machine that shares it), or in the sweep directory for a database (this
+    machine's workers; machines asking at the same moment may each add one)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the count may overshoot by a trial per worker
         yield
         return
-    import fcntl
-
-    fd = os.open(storage + ".count.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    storage = task["storage"]
+    # NOTE: not the journal's own lock (JournalFileOpenLock creates FILE.lock exclusively)
+    path = (os.path.join(task["dir"], ".optuna-count.lock") if "://" in storage
+            else storage + ".count.lock")  # fmt: skip
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -130,7 +137,7 @@ def run_study(task: dict, cache: runs.DocsCache, should_stop, send) -> None:
     study = open_study(task)
     base = spec_from_dict(task["base"])
     while not should_stop():
-        with counting_lock(task["storage"]):
+        with counting_lock(task):
             counted = (states.RUNNING, states.WAITING, states.COMPLETE, states.PRUNED)
             if len(study.get_trials(deepcopy=False, states=counted)) >= task["trials"]:
                 break
