@@ -122,7 +122,7 @@ def test_sigkill_then_the_same_command_equals_an_uninterrupted_sweep(data, tmp_p
     os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its workers, at once
     proc.wait()
     proc.stderr.close()
-    before = results(killed)
+    before = store.read_results(killed / "results.jsonl")  # (the kill may have cut one)
     assert 0 < len(before) < 8
     with (killed / "results.jsonl").open("a") as f:  # a line cut short by the kill
         f.write('{"trial": "learning_rate=0.01,n_head=2,seed=42", "val_lo')
