@@ -15,6 +15,7 @@ from .export.cli import add_export_parser
 from .flags import ArgumentParser, UsageError, say
 from .runs import USER_ERRORS
 from .studio.cli import add_studio_parser
+from .sweep import add_sweep_parser
 from .version import __version__
 
 
@@ -31,6 +32,7 @@ def build_parser() -> ArgumentParser:
     add_eval_parser(sub)
     add_export_parser(sub)
     add_studio_parser(sub)
+    add_sweep_parser(sub)
     return parser
 
 

@@ -24,8 +24,10 @@ from .config import DOC_MODES
 from .draw import TRIES_PER_SAMPLE
 from .flags import (
     UsageError,
+    add_after_training_flags,
     add_config_flags,
     add_device_flags,
+    add_loop_flags,
     add_model_engine_flags,
     add_setup_flags,
     engine_spec,
@@ -46,12 +48,7 @@ def add_train_parser(sub) -> None:
         description="Train a model. The defaults reproduce the original microgpt run exactly.",
     )
     add_setup_flags(p)
-    p.add_argument("--eval-every", type=int, metavar="N",
-                   help="validation loss and bits/char every N steps (needs --val-fraction; "
-                   "default: only after the last step)")
-    p.add_argument("--checkpoint-every", type=int, metavar="N",
-                   help="write DIR/model.safetensors every N steps (needs --out; default: only "
-                   "at the end and on Ctrl-C/SIGTERM)")
+    add_loop_flags(p)
     p.add_argument("--resume", metavar="DIR",
                    help="continue the run in DIR from its latest checkpoint, with its saved "
                    "configs; the result is bit-identical to an uninterrupted run")
@@ -60,10 +57,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar and no progress messages on stderr")
     add_config_flags(p)
-    p.add_argument("--temperature", type=float, metavar="X",
-                   help="temperature of the samples printed after training (0.5)")
-    p.add_argument("--num-samples", type=int, metavar="N",
-                   help="samples printed after training (20)")
+    add_after_training_flags(p)
     p.add_argument("--out", metavar="DIR",
                    help="run directory: config.json, metrics.jsonl, model.safetensors (latest) "
                    "and best.safetensors (lowest validation loss) are written there")

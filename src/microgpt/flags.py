@@ -73,6 +73,24 @@ def add_config_flags(p) -> None:
     p.add_argument("--learning-rate", type=float, metavar="X", help="Adam learning rate (0.01)")
 
 
+def add_loop_flags(p) -> None:
+    """How often a run evaluates and writes checkpoints (train, sweep)."""
+    p.add_argument("--eval-every", type=int, metavar="N",
+                   help="validation loss and bits/char every N steps (needs --val-fraction; "
+                   "default: only after the last step)")
+    p.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="write DIR/model.safetensors every N steps (needs --out; default: only "
+                   "at the end and on Ctrl-C/SIGTERM)")
+
+
+def add_after_training_flags(p) -> None:
+    """The samples a run prints after training (recorded in its checkpoint, too)."""
+    p.add_argument("--temperature", type=float, metavar="X",
+                   help="temperature of the samples printed after training (0.5)")
+    p.add_argument("--num-samples", type=int, metavar="N",
+                   help="samples printed after training (20)")
+
+
 def add_model_engine_flags(p) -> None:
     """--engine, --dtype and the torch flags of the commands that load a saved model."""
     p.add_argument("--engine", choices=list(ENGINES),

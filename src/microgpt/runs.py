@@ -215,12 +215,53 @@ class Run:
         }
 
 
+class DocsCache:
+    """What a process that starts many runs on one file (a sweep's worker) need not redo:
+    the file's documents as each seed shuffles them, and the training documents' fingerprint
+    (a Bloom filter: the costliest part of `start` on the names, more than the shuffle).
+
+    Documents are keyed by the file's sha256 (read afresh every time, so a changed file is
+    never served stale), the doc mode and the generator's state before the shuffle; the
+    generator is left in the state the shuffle would leave it in. So a run started with a
+    cache is bit for bit one started without. The `size` most recent entries are kept.
+    """
+
+    def __init__(self, size: int = 4):
+        self.size = size
+        self._docs: dict = {}  # (sha256, mode, rng state) -> (docs, rng state after)
+        self._fingerprints: dict = {}  # training documents -> fingerprint JSON
+
+    def load_docs(self, path: Path, rng: random.Random, mode: str) -> tuple[list[str], str]:
+        """data.load_docs, remembered."""
+        key = (read_text(path)[1], mode, rng.getstate())
+        if key not in self._docs:
+            docs, digest = load_docs(path, rng, mode)
+            key = (digest,) + key[1:]  # the file's bytes as load_docs read them
+            self._keep(self._docs, key, (docs, rng.getstate()))
+        docs, state = self._docs[key]
+        rng.setstate(state)
+        return list(docs), key[0]
+
+    def fingerprint(self, docs: list[str]) -> str:
+        """Fingerprint.from_docs(docs).to_json(), remembered."""
+        key = tuple(docs)
+        if key not in self._fingerprints:
+            self._keep(self._fingerprints, key, Fingerprint.from_docs(docs).to_json())
+        return self._fingerprints[key]
+
+    def _keep(self, entries: dict, key, value) -> None:
+        while entries and len(entries) >= self.size:
+            del entries[next(iter(entries))]  # the oldest
+        entries[key] = value
+
+
 def start(
     spec: RunSpec,
     out: str | os.PathLike | None = None,
     force: bool = False,
     show: Callable[[str], None] | None = None,
     write: bool = True,
+    cache: DocsCache | None = None,
 ) -> Run:
     """A new run: validate the spec, read and shuffle the documents, draw the weights.
 
@@ -229,7 +270,8 @@ def start(
     the run's directory is checked before anything is read and created once the run is
     built (`force` replaces a run already there); `write=False` sets the same run up without
     touching `out` (the processes of a torchrun job but rank 0). `show` gets the lines the
-    original prints first (num docs, vocab size, num params).
+    original prints first (num docs, vocab size, num params). `cache` remembers documents and
+    fingerprints between the runs a process starts (the same run, faster).
     """
     preset, model, optim, train = spec.configs()
     if spec.checkpoint_every and out is None:
@@ -239,14 +281,17 @@ def start(
     engine_cls, engine_name, dtype, kwargs = spec.engine.build()
     rng = random.Random(train.seed)  # Let there be order among chaos
     data_path = Path(spec.data) if spec.data is not None else default_names_path()
-    docs, data_sha256 = load_docs(data_path, rng, train.doc_mode)
+    load = cache.load_docs if cache is not None else load_docs
+    docs, data_sha256 = load(data_path, rng, train.doc_mode)
     train_docs, val_docs = split_validation(docs, train.val_fraction)
     if show is not None:
         show(f"num docs: {len(docs)}")
+    fingerprint = (cache.fingerprint(train_docs) if cache is not None
+                   else Fingerprint.from_docs(train_docs).to_json())  # fmt: skip
     record = ckpt_io.RunRecord(
         data_path=str(data_path.resolve()), data_sha256=data_sha256,
         eval_every=spec.eval_every, checkpoint_every=spec.checkpoint_every,
-        fingerprint=Fingerprint.from_docs(train_docs).to_json(),
+        fingerprint=fingerprint,
     )  # fmt: skip
     trainer = new_trainer(
         engine_cls, train_docs, model, optim, train, rng, dtype=dtype, preset=preset.name,
