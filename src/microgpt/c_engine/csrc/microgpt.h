@@ -34,16 +34,6 @@
 typedef float mg_real;
 #else
 typedef double mg_real;
-
-/* --- kernels with a plain twin, exposed for the tests (tests/test_c_engine_kernels.py) ------ */
-void mg_linear_forward_naive(mg_real *out, const mg_real *inp, const mg_real *w, int N, int C,
-                          int OC);
-void mg_linear_forward(mg_real *out, const mg_real *inp, const mg_real *w, int N, int C, int OC);
-void mg_linear_backward_naive(mg_real *dinp, mg_real *dw, const mg_real *dout, const mg_real *inp,
-                           const mg_real *w, int N, int C, int OC);
-void mg_linear_backward(mg_real *dinp, mg_real *dw, const mg_real *dout, const mg_real *inp,
-                     const mg_real *w, int N, int C, int OC);
-
 #endif
 
 /* Error codes of the functions that can fail. */
@@ -132,10 +122,13 @@ typedef struct {
     mg_real *grads;   /* (num_params) d loss / d every weight, set by mg_forward_backward */
     mg_real *m;       /* (num_params) Adam's first moment */
     mg_real *v;       /* (num_params) Adam's second moment */
+    mg_real *wt;      /* (num_params) the linear layers' matrices again, as (out, in): the
+                         backward reads them so (remade after every change of params) */
+    int wt_stale;     /* params changed since wt was made */
     mg_params w;      /* views of params */
     mg_params g;      /* views of grads */
+    mg_params t;      /* views of wt (its linear layers; wte and wpe are unused there) */
     mg_acts *acts;    /* a training batch's activations (grown to the largest batch) */
-    mg_real *scratch; /* (max(V, C)) a row's scratch */
 } mg_model;
 
 /* Python's random.Random: MT19937, its 624 words and the index of the next one, as
@@ -215,11 +208,11 @@ int mg_generate(const mg_model *model, mg_acts *cache, mg_rng *rng, const mg_sam
 
 /* --- kernels with a plain twin, exposed for the tests (tests/test_c_engine_kernels.py) ------ */
 void mg_linear_forward_naive(mg_real *out, const mg_real *inp, const mg_real *w, int N, int C,
-                          int OC);
+                             int OC);
 void mg_linear_forward(mg_real *out, const mg_real *inp, const mg_real *w, int N, int C, int OC);
-void mg_linear_backward_naive(mg_real *dinp, mg_real *dw, const mg_real *dout, const mg_real *inp,
-                           const mg_real *w, int N, int C, int OC);
+void mg_linear_backward_naive(mg_real *dinp, mg_real *dw, const mg_real *dout,
+                              const mg_real *inp, const mg_real *wt, int N, int C, int OC);
 void mg_linear_backward(mg_real *dinp, mg_real *dw, const mg_real *dout, const mg_real *inp,
-                     const mg_real *w, int N, int C, int OC);
+                        const mg_real *wt, int N, int C, int OC);
 
 #endif
