@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import os
-import platform
 import random
 import sys
 import time
@@ -325,6 +323,8 @@ def in_fresh_process(fn, *args):
     objects more) the same reference step takes twice as long. A fresh process keeps one
     engine's libraries from slowing another engine down.
     """
+    import multiprocessing  # only when measuring: `microgpt train` imports this module too
+
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(fn, args)
 
@@ -477,6 +477,8 @@ def format_table(result: dict) -> list[str]:
 
 
 def cmd_bench(args) -> int:
+    import platform  # here: `microgpt train` imports this module too, for its parser
+
     blas = limit_blas_threads()
     s = settings_from_args(args)
     for path in (s.data, s.large_data):

@@ -284,8 +284,11 @@ def resume_trainer(
 
 
 # A chunk of steps handed to an engine at once (Trainer.steps) lasts about this long, its
-# hooks included, so that a stop request (Ctrl-C) is seen within it.
+# hooks included, so that a stop request (Ctrl-C) is seen within it; and holds at most
+# CHUNK_STEPS steps (past a few hundred, a longer chunk saves nothing: it only holds more
+# batches in memory at once).
 CHUNK_SECONDS = 0.05
+CHUNK_STEPS = 256
 
 
 def multi_step(engine: Engine) -> bool:
@@ -367,7 +370,8 @@ def run(
             after_step(result)
         if multi:  # the next chunk: twice this one at most, about CHUNK_SECONDS long
             per_step = (time.perf_counter() - started) / len(results)
-            chunk = max(1, min(2 * len(results), int(CHUNK_SECONDS / max(per_step, 1e-9))))
+            fit = int(CHUNK_SECONDS / max(per_step, 1e-9))
+            chunk = max(1, min(2 * len(results), fit, CHUNK_STEPS))
     if on_checkpoint is not None:
         on_checkpoint("final")
     return True

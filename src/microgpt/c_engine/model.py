@@ -25,7 +25,7 @@ from ..config import ModelConfig, OptimConfig
 from ..engine import Engine, EngineError
 from ..init import param_shapes
 from ..tensor import Tensor
-from . import _core32, _core64
+from . import _core64  # float32's _core32 is imported when first asked for
 
 PARAMS, GRADS, ADAM_M, ADAM_V = 0, 1, 2, 3  # the core's flat buffers (mg_load / mg_store)
 # Limits the C core's int sizes stay far below (csrc/microgpt.c mg_config_check).
@@ -64,7 +64,10 @@ class CEngine(Engine):
                     f"weight {name} has shape {tuple(params[name].shape)}, the config needs "
                     f"{shape}; use weights made for this config"
                 )
-        core = _core64 if dtype == "float64" else _core32
+        if dtype == "float64":
+            core = _core64
+        else:
+            from . import _core32 as core
         self._core = core.Model(
             config.n_layer, config.n_embd, config.n_head, config.block_size, vocab_size,
             config.mlp == "relu2", optim.beta1, optim.beta2, optim.eps_adam,

@@ -17,7 +17,6 @@ written atomically, so a failed export leaves nothing half-written.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import checkpoint as ckpt_io
+from ..data import sha256_bytes
 from ..version import __version__
 from .measure import PEAK_RSS, engine_loss, eval_docs
 from .quantize import QUANTIZATIONS, ExportError, Quantized, quantize
@@ -244,7 +244,7 @@ def export(
     check_choice(fmt, quantize_mode)
     out_path = check_out(out, force)
     ckpt = ckpt_io.load(checkpoint)
-    digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+    digest = sha256_bytes(Path(checkpoint).read_bytes())
     q = quantize(ckpt.params, quantize_mode)
     report = Report(
         fmt,
