@@ -25,7 +25,17 @@ from ..config import ModelConfig, OptimConfig
 from ..engine import Engine, EngineError
 from ..init import param_shapes
 from ..tensor import Tensor
-from . import _core64  # float32's _core32 is imported when first asked for
+
+try:  # float32's _core32 is imported when first asked for
+    from ._core64 import Model as Model64
+    from ._core64 import acts_bytes
+except ModuleNotFoundError:
+    raise  # not built: engine.load_engine says how to get it
+except ImportError as e:  # built, but it does not load here (another Python, a broken build)
+    raise EngineError(
+        f"the c engine's compiled part does not load ({e}); rebuild it with a C compiler: "
+        "pip install --no-deps --force-reinstall microgpt-lab, or pip install -e . in a checkout"
+    ) from None
 
 PARAMS, GRADS, ADAM_M, ADAM_V = 0, 1, 2, 3  # the core's flat buffers (mg_load / mg_store)
 # Limits the C core's int sizes stay far below (csrc/microgpt.c mg_config_check).
@@ -65,10 +75,10 @@ class CEngine(Engine):
                     f"{shape}; use weights made for this config"
                 )
         if dtype == "float64":
-            core = _core64
+            Model = Model64
         else:
-            from . import _core32 as core
-        self._core = core.Model(
+            from ._core32 import Model
+        self._core = Model(
             config.n_layer, config.n_embd, config.n_head, config.block_size, vocab_size,
             config.mlp == "relu2", optim.beta1, optim.beta2, optim.eps_adam,
         )  # fmt: skip
@@ -82,7 +92,7 @@ class CEngine(Engine):
         check_sizes(config, vocab_size)
         real = 4 if dtype == "float32" else 8
         rows = min(batch_size * config.block_size, MAX_ROWS)
-        acts = _core64.acts_bytes(config.n_layer, config.n_embd, config.n_head,
+        acts = acts_bytes(config.n_layer, config.n_embd, config.n_head,
                                   config.block_size, vocab_size, rows)  # fmt: skip
         params = sum(r * c for r, c in param_shapes(config, vocab_size).values())
         return 4 * params * real + acts * real // 8
