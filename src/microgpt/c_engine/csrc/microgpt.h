@@ -117,6 +117,8 @@ typedef struct {
 typedef struct {
     mg_config config;
     double beta1, beta2, eps_adam;
+    mg_real inv_n_embd; /* C ** -1: rmsnorm's mean, the reference's sum(...) / len(x) */
+    mg_real att_scale;  /* (HS ** 0.5) ** -1: the reference's q . k / head_dim**0.5 */
     size_t num_params;
     mg_real *params;  /* (num_params) every weight */
     mg_real *grads;   /* (num_params) d loss / d every weight, set by mg_forward_backward */
@@ -151,7 +153,7 @@ typedef struct {
 
 /* One sample, as sample.Sample holds it. */
 typedef struct {
-    int *tokens;     /* (max_new_tokens) capacity given by the caller; generated ids, BOS excluded */
+    int *tokens;     /* (max_new_tokens, given by the caller) generated ids, BOS excluded */
     int len;
     double logprob;  /* sum of log p(token) at temperature 1 over every draw */
     int predicted;   /* draws counted in logprob */

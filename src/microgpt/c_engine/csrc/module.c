@@ -577,7 +577,7 @@ static PyObject *Model_nbytes(ModelObject *self, void *Py_UNUSED(closure))
 }
 
 static PyMethodDef Model_methods[] = {
-    {"load", (PyCFunction)Model_load, METH_VARARGS, "load(which, buffer): float64, state_dict layout"},
+    {"load", (PyCFunction)Model_load, METH_VARARGS, "load(which, buffer): state_dict layout"},
     {"store", (PyCFunction)Model_store, METH_VARARGS, "store(which) -> bytes: float64"},
     {"forward_backward", (PyCFunction)Model_forward_backward, METH_O, "batch -> loss; grads set"},
     {"loss", (PyCFunction)Model_loss, METH_O, "batch -> loss"},
