@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import math
 import random
 
 import pytest
@@ -79,3 +80,29 @@ def test_linear_backward_is_its_plain_twin_to_rounding(module):
         assert rel([d1[n * C + c]], [want]) < tol
         want = start_dw[c * OC + o] + sum(inp[m * C + c] * dout[m * OC + o] for m in range(N))
         assert rel([w1[c * OC + o]], [want]) < tol
+
+
+@pytest.mark.parametrize("name,exponent", [("mg_pow_minus_one", -1), ("mg_pow_minus_half", -0.5),
+                                           ("mg_pow_two", 2)])  # fmt: skip
+def test_quick_powers_are_pythons_powers(name, exponent):
+    """The core's x ** -1, x ** -0.5, x ** 2 (quick where provably the same) == Python's, which
+    calls libm's pow; the inputs include hundreds where pow is not the correctly rounded
+    quotient, root or square (its last bit differs), and the edges of the quick path."""
+    fn = getattr(ctypes.CDLL(_core64.__file__), name)
+    fn.restype, fn.argtypes = ctypes.c_double, [ctypes.c_double]
+    rng = random.Random(3)
+    xs = [math.ldexp(rng.random() + 0.5, rng.randint(-60, 60)) for _ in range(300_000)]
+    xs += [0.0, 1.0, 2.0, 0.25, 3.0, 1e-300, 1e300, 2.0**-900, 2.0**900, 2.0**-400, 5e-324]
+    if exponent == 2:
+        xs += [-x for x in xs[:1000]]
+    naive = {-1: lambda x: 1 / x if x else math.inf, -0.5: lambda x: 1 / math.sqrt(x) if x
+             else math.inf, 2: lambda x: x * x}[exponent]  # fmt: skip
+    hard = 0
+    for x in xs:
+        try:
+            want = x**exponent
+        except (OverflowError, ZeroDivisionError):  # where Python raises, C's pow gives inf
+            want = math.inf
+        assert fn(x) == want, x
+        hard += naive(x) != want
+    assert hard > 50  # the inputs did reach pow's own last-bit choices

@@ -136,6 +136,7 @@ QUALITY_LADDER = (100, 150, 200, 300, 400, 600, 1000)
 # `microgpt train` as a user runs it, in a process of its own: the default run (its wall
 # time and peak memory) and a longer one; per step: the difference over the extra steps.
 PROCESS_STEPS = (1000, 3000)
+PROCESS_ENGINES = ("c", "numpy")  # (torch's start-up alone is seconds: not measured so)
 # Where the C engine and NumPy (BLAS) cross: tokens/s of the larger config at these widths.
 CROSSOVER_WIDTHS = (32, 64, 128)
 CROSSOVER_ROWS = [BenchRow("c", "float32"), BenchRow("numpy", "float32"),
@@ -571,13 +572,13 @@ def run_bench(s: BenchSettings, say=print) -> dict:
     ref_step = next((r["train"]["s_per_step"] for r in rows if r["engine"] == "ref"
                      and "train" in r), None)  # fmt: skip
     batched = []
-    for spec in loadable(BATCHED_ROWS, s.engines):
+    for spec in loadable(BATCHED_ROWS[:1] if s.quick else BATCHED_ROWS, s.engines):
         say(f"  {spec.label}: batch {BATCH}, per sample, and its time to quality ...")
         row = in_fresh_process(measure_batched, spec, s)
         row["speedup"] = ref_step / row["s_per_sample"] if ref_step else None
         batched.append(row)
     crossover = []
-    for spec in loadable(CROSSOVER_ROWS, s.engines):
+    for spec in loadable(CROSSOVER_ROWS[:2] if s.quick else CROSSOVER_ROWS, s.engines):
         say(f"  {spec.label}: the larger config at n_embd {', '.join(map(str, CROSSOVER_WIDTHS))}")
         crossover.append({"engine": spec.engine, "dtype": spec.dtype,
                           "widths": in_fresh_process(measure_crossover, spec, s)})  # fmt: skip
@@ -613,10 +614,11 @@ def time_to_quality(spec: BenchRow, m: Measurement, best: Timing) -> dict | None
 
 
 def measure_processes(specs: list[BenchRow], s: BenchSettings, say) -> list[dict | None]:
-    """measure_process for each row but the slow engines and the GPU ones, in turns, round
-    after round; each keeps its least disturbed (smallest) numbers."""
-    todo = [i for i, spec in enumerate(specs) if spec.engine not in SLOW_ENGINES
-            and spec.device in (None, "cpu")]  # fmt: skip
+    """measure_process for the rows of PROCESS_ENGINES (--quick: the first one's), in turns,
+    round after round; each keeps its least disturbed (smallest) numbers."""
+    todo = [i for i, spec in enumerate(specs) if spec.engine in PROCESS_ENGINES]
+    if s.quick:
+        todo = todo[:1]
     best: dict[int, dict] = {}
     for r in range(s.repeats):
         for i in todo:

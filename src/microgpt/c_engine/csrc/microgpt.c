@@ -17,8 +17,60 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* --- powers as Python computes them ---------------------------------------------------- */
+
+/* Python's float power is libm's pow (CPython's float_pow calls it for finite operands), so
+ * the reference's x ** -1 (every Value division), x ** -0.5 (rmsnorm) and x ** 2 (relu**2)
+ * are pow(x, -1.0), pow(x, -0.5) and pow(x, 2.0), which are NOT always the correctly rounded
+ * 1 / x, 1 / sqrt(x) and x * x (about 1 in 1,200 random inputs differs in the last bit).
+ * pow costs ten times a division, so these take the quick form where it is provably pow's
+ * answer: libm's pow is within 0.52 ulp of the exact value (glibc and musl document this
+ * bound), so when the exact value lies within 0.47 ulp of a double, that double is the only
+ * one pow can return. Otherwise (about 6 in 100 calls) they call pow itself.
+ * tests/test_c_engine_kernels.py checks them against Python's ** on a million inputs. */
+
+/* The distance between x and the next double up (x positive, normal); 0 below 2**-970. */
+static double ulp_of(double x)
+{
+    uint64_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    const uint64_t e = (bits >> 52) & 0x7ff;
+    if (e <= 52) return 0;
+    bits = (e - 52) << 52;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
+/* pow(x, -1.0): 1 / x (correctly rounded) is r, and 1 - r x is exact (fma), so r's distance
+ * from the exact 1 / x is (1 - r x) / x. */
+double mg_pow_minus_one(double x)
+{
+    if (!(x > 0x1p-900 && x < 0x1p900)) return pow(x, -1.0);
+    const double r = 1.0 / x, e = fma(-r, x, 1.0);
+    return fabs(e) < 0.47 * ulp_of(r) * x ? r : pow(x, -1.0);
+}
+
+/* pow(x, -0.5): c = 1 / sqrt(x) (rounded twice), and e = 1 - x c**2 computed exactly enough
+ * (c**2 as p + p_lo with fma); the exact value is c (1 - e) ** -0.5 = c (1 + e / 2 + ...). */
+double mg_pow_minus_half(double x)
+{
+    if (!(x > 0x1p-900 && x < 0x1p900)) return pow(x, -0.5);
+    const double c = 1.0 / sqrt(x), p = c * c, p_lo = fma(c, c, -p);
+    const double e = fma(-x, p, 1.0) - x * p_lo;
+    return fabs(0.5 * e) * c < 0.47 * ulp_of(c) ? c : pow(x, -0.5);
+}
+
+/* pow(x, 2.0): r = x * x, whose rounding error x * x - r is exact (fma). */
+double mg_pow_two(double x)
+{
+    const double r = x * x;
+    if (x == 0) return r;  /* relu's zeros: most of them */
+    if (!(fabs(x) > 0x1p-400 && fabs(x) < 0x1p400)) return pow(x, 2.0);
+    return fabs(fma(x, x, -r)) < 0.47 * ulp_of(r) ? r : pow(x, 2.0);
+}
+
 #ifdef MG_FLOAT32
-/* float: no bit-exactness to keep, the quick forms */
+/* float: no bit-exactness to keep, the plain forms */
 static mg_real inverse(mg_real x) { return 1.0f / x; }
 static mg_real rsqrt(mg_real x) { return 1.0f / sqrtf(x); }
 static mg_real square(mg_real x) { return x * x; }
@@ -27,11 +79,9 @@ static mg_real log_r(mg_real x) { return logf(x); }
 static mg_real att_scale(int HS) { return 1.0f / sqrtf((float)HS); }
 static mg_real sqrt_r(mg_real x) { return sqrtf(x); }
 #else
-/* double: Python's float power is C's pow (CPython's float_pow calls it for finite operands),
- * so the reference's `x ** -1` (every Value division), `x ** -0.5` and `x ** 2` are these */
-static mg_real inverse(mg_real x) { return pow(x, -1.0); }
-static mg_real rsqrt(mg_real x) { return pow(x, -0.5); }
-static mg_real square(mg_real x) { return pow(x, 2.0); }
+static mg_real inverse(mg_real x) { return mg_pow_minus_one(x); }
+static mg_real rsqrt(mg_real x) { return mg_pow_minus_half(x); }
+static mg_real square(mg_real x) { return mg_pow_two(x); }
 static mg_real exp_r(mg_real x) { return exp(x); }
 static mg_real log_r(mg_real x) { return log(x); }
 /* the reference divides by head_dim**0.5: times (head_dim ** 0.5) ** -1 */
@@ -273,9 +323,9 @@ static void softmax_forward(mg_real *probs, const mg_real *logits, int n)
  * scale is (HS ** 0.5) ** -1 (mg_model.att_scale).
  * The reference: attn_logits = [sum(q_h[j] * k_h[t][j] for j) / head_dim**0.5 for t],
  * attn_weights = softmax(attn_logits), head_out = [sum(attn_weights[t] * v_h[t][j] for t)]. */
-static void attention_forward(mg_real *out, mg_real *att, const mg_real *q, const mg_real *k,
-                              const mg_real *v, const int *first, int n0, int n1, int C, int NH,
-                              int BS, mg_real scale)
+KERNEL static void attention_forward(mg_real *out, mg_real *att, const mg_real *q,
+                                     const mg_real *k, const mg_real *v, const int *first,
+                                     int n0, int n1, int C, int NH, int BS, mg_real scale)
 {
     const int HS = C / NH;
     for (int n = n0; n < n1; n++) {
@@ -302,10 +352,10 @@ static void attention_forward(mg_real *out, mg_real *att, const mg_real *q, cons
 
 /* dq, dk, dv (N, C) += the gradients through attention_forward of rows 0..N-1, given
  * dout (N, C); datt (BS) is scratch. Softmax's backward: d logit = w * (d w - sum(w * d w)). */
-static void attention_backward(mg_real *dq, mg_real *dk, mg_real *dv, mg_real *datt,
-                               const mg_real *dout, const mg_real *att, const mg_real *q,
-                               const mg_real *k, const mg_real *v, const int *first, int N,
-                               int C, int NH, int BS, mg_real scale)
+KERNEL static void attention_backward(mg_real *dq, mg_real *dk, mg_real *dv, mg_real *datt,
+                                      const mg_real *dout, const mg_real *att, const mg_real *q,
+                                      const mg_real *k, const mg_real *v, const int *first,
+                                      int N, int C, int NH, int BS, mg_real scale)
 {
     const int HS = C / NH;
     for (int n = 0; n < N; n++) {
@@ -907,7 +957,7 @@ static void probabilities(double *probs, const double *logits, int n, double inv
         probs[i] = exp(logits[i] * inv_t - max);
         total = total + probs[i];
     }
-    const double inv_total = pow(total, -1.0);
+    const double inv_total = mg_pow_minus_one(total);
     for (int i = 0; i < n; i++) probs[i] = probs[i] * inv_total;
 }
 

@@ -208,7 +208,12 @@ int mg_generate(const mg_model *model, mg_acts *cache, mg_rng *rng, const mg_sam
                 mg_sample *out);
 
 
-/* --- kernels with a plain twin, exposed for the tests (tests/test_c_engine_kernels.py) ------ */
+/* --- exposed for the tests (tests/test_c_engine_kernels.py) ------------------------------- */
+/* pow(x, -1.0), pow(x, -0.5), pow(x, 2.0): libm's own results, mostly without calling it */
+double mg_pow_minus_one(double x);
+double mg_pow_minus_half(double x);
+double mg_pow_two(double x);
+/* kernels with a plain twin */
 void mg_linear_forward_naive(mg_real *out, const mg_real *inp, const mg_real *w, int N, int C,
                              int OC);
 void mg_linear_forward(mg_real *out, const mg_real *inp, const mg_real *w, int N, int C, int OC);
