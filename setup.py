@@ -16,7 +16,6 @@ FLAGS = [
     "-ffp-contract=off",  # a * b + c stays two roundings, as in Python
     "-fno-builtin-pow",  # pow(x, -1.0) is libm's pow, as Python's x ** -1, not folded to 1 / x
     "-fno-math-errno",  # sqrt as one instruction (vectorised); no result changes
-    "-fopenmp-simd",  # `#pragma omp simd reduction` in the backward (no OpenMP runtime)
 ]  # fmt: skip
 HEADERS = [f"{CSRC}/microgpt.h", f"{CSRC}/microgpt.c", f"{CSRC}/module.c"]
 

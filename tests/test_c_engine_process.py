@@ -7,6 +7,7 @@ Adam moment `==`, the same metrics.jsonl); of the third, the C engine's own test
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import signal
@@ -129,6 +130,15 @@ def test_sigint_stops_a_chunked_run_at_a_step_and_resumes_bit_identically(
 # --- sanitizers ------------------------------------------------------------------------------
 
 
+def build_flags() -> list[str]:
+    """The compiler flags setup.py builds the extensions with (its FLAGS list)."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets] == ["FLAGS"]:
+            return ast.literal_eval(node.value)
+    raise AssertionError("setup.py has no FLAGS list")
+
+
 def sanitizer_runtime() -> str:
     gcc = shutil.which("gcc")
     if gcc is None:
@@ -149,10 +159,9 @@ def test_c_parity_tests_pass_under_asan_and_ubsan(tmp_path):
     shutil.copytree(ROOT / "src" / "microgpt", src / "microgpt",
                     ignore=shutil.ignore_patterns("*.so", "__pycache__"))  # fmt: skip
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    flags = ["-shared", "-fPIC", "-std=c99", "-O1", "-g", "-fno-omit-frame-pointer",
-             "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-Wall",
-             "-Wextra", "-Werror", "-ffp-contract=off", "-fno-builtin-pow", "-fno-math-errno",
-             "-fopenmp-simd", f"-I{sysconfig.get_paths()['include']}"]  # fmt: skip
+    flags = [*build_flags(), "-shared", "-fPIC", "-O1", "-g", "-fno-omit-frame-pointer",
+             "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+             f"-I{sysconfig.get_paths()['include']}"]  # fmt: skip
     for name, sources in (("_core64", ["microgpt.c", "module.c"]), ("_core32", ["float32.c"])):
         target = src / "microgpt" / "c_engine" / f"{name}{suffix}"
         build = subprocess.run(["gcc", *flags, *(str(CSRC / s) for s in sources), "-o",

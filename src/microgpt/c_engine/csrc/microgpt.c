@@ -255,9 +255,9 @@ void mg_linear_backward_naive(mg_real *dinp, mg_real *dw, const mg_real *dout, c
 }
 
 /* mg_linear_backward_naive as mg_linear_forward is written, four rows at a time: dinp's rows
- * gain each output's row of wt times its gradient, dw's rows each input times dout's rows,
- * all contiguous (vectorised). The sums run in another order (dw: rows in pairs): equal to
- * rounding. */
+ * gain each output's row of wt times its gradient (two outputs per pass), dw's rows each
+ * input times dout's rows, all contiguous (vectorised); one row alone takes four outputs per
+ * pass. The sums run in another order (in pairs): equal to rounding. */
 KERNEL void mg_linear_backward(mg_real *restrict dinp, mg_real *restrict dw,
                                const mg_real *restrict dout, const mg_real *restrict inp,
                                const mg_real *restrict wt, int N, int C, int OC)
@@ -266,7 +266,19 @@ KERNEL void mg_linear_backward(mg_real *restrict dinp, mg_real *restrict dw,
     for (; n + 4 <= N; n += 4) {
         const mg_real *d0 = dout + (size_t)n * OC, *d1 = d0 + OC, *d2 = d1 + OC, *d3 = d2 + OC;
         mg_real *g0 = dinp + (size_t)n * C, *g1 = g0 + C, *g2 = g1 + C, *g3 = g2 + C;
-        for (int o = 0; o < OC; o++) {
+        int o = 0;
+        for (; o + 2 <= OC; o += 2) {
+            const mg_real *wa = wt + (size_t)o * C, *wb = wa + C;
+            const mg_real a0 = d0[o], a1 = d1[o], a2 = d2[o], a3 = d3[o];
+            const mg_real b0 = d0[o + 1], b1 = d1[o + 1], b2 = d2[o + 1], b3 = d3[o + 1];
+            for (int c = 0; c < C; c++) {
+                g0[c] += wa[c] * a0 + wb[c] * b0;
+                g1[c] += wa[c] * a1 + wb[c] * b1;
+                g2[c] += wa[c] * a2 + wb[c] * b2;
+                g3[c] += wa[c] * a3 + wb[c] * b3;
+            }
+        }
+        for (; o < OC; o++) {
             const mg_real *wo = wt + (size_t)o * C;
             const mg_real e0 = d0[o], e1 = d1[o], e2 = d2[o], e3 = d3[o];
             for (int c = 0; c < C; c++) {
@@ -280,21 +292,28 @@ KERNEL void mg_linear_backward(mg_real *restrict dinp, mg_real *restrict dw,
         for (int c = 0; c < C; c++) {
             mg_real *dwc = dw + (size_t)c * OC;
             const mg_real x0 = x[c], x1 = x[C + c], x2 = x[2 * C + c], x3 = x[3 * C + c];
-            for (int o = 0; o < OC; o++)
-                dwc[o] += (x0 * d0[o] + x1 * d1[o]) + (x2 * d2[o] + x3 * d3[o]);
+            for (int k = 0; k < OC; k++)
+                dwc[k] += (x0 * d0[k] + x1 * d1[k]) + (x2 * d2[k] + x3 * d3[k]);
         }
     }
     for (; n < N; n++) {
         const mg_real *d = dout + (size_t)n * OC;
         mg_real *g = dinp + (size_t)n * C;
-        for (int o = 0; o < OC; o++) {
+        int o = 0;
+        for (; o + 4 <= OC; o += 4) {
+            const mg_real *w0 = wt + (size_t)o * C, *w1 = w0 + C, *w2 = w1 + C, *w3 = w2 + C;
+            const mg_real e0 = d[o], e1 = d[o + 1], e2 = d[o + 2], e3 = d[o + 3];
+            for (int c = 0; c < C; c++)
+                g[c] += (w0[c] * e0 + w1[c] * e1) + (w2[c] * e2 + w3[c] * e3);
+        }
+        for (; o < OC; o++) {
             const mg_real *wo = wt + (size_t)o * C, e = d[o];
             for (int c = 0; c < C; c++) g[c] += wo[c] * e;
         }
         for (int c = 0; c < C; c++) {
             mg_real *dwc = dw + (size_t)c * OC;
             const mg_real xc = inp[(size_t)n * C + c];
-            for (int o = 0; o < OC; o++) dwc[o] += xc * d[o];
+            for (int k = 0; k < OC; k++) dwc[k] += xc * d[k];
         }
     }
 }
