@@ -126,6 +126,33 @@ def generate_sample(
     return Sample(text=text, tokens=out, logprob=logprob, predicted=predicted, ended=ended)
 
 
+def generate(
+    engine: Engine,
+    tokenizer: Tokenizer,
+    rng: random.Random,
+    temperature: float,
+    max_tokens: int | None = None,
+) -> list[int]:
+    """One sample as token ids: start from BOS, draw until BOS or `max_tokens` (default and
+    at most block_size). The original's loop."""
+    block_size = engine.config.block_size
+    max_tokens = block_size if max_tokens is None else min(max_tokens, block_size)
+    return generate_sample(engine, tokenizer, rng, temperature, max_tokens).tokens
+
+
+def sample_lines(
+    engine: Engine, tokenizer: Tokenizer, rng: random.Random, num_samples: int, temperature: float
+):
+    """Yield the original's `sample  k: text` lines (the samples of `generate`, made in
+    chunks by generate_samples)."""
+    done = 0
+    while done < num_samples:
+        chunk = min(num_samples - done, GENERATE_CHUNK)
+        for s in generate_samples(engine, tokenizer, rng, chunk, temperature):
+            done += 1
+            yield f"sample {done:2d}: {s.text}"
+
+
 # Samples asked of an engine's own generation (Engine.generate) per call, at most.
 GENERATE_CHUNK = 1024
 
@@ -159,30 +186,3 @@ def generate_samples(
             out.append(generate_sample(engine, tokenizer, rng, temperature, max_new_tokens,
                                        prompt, top_k, stop_after))  # fmt: skip
     return out
-
-
-def generate(
-    engine: Engine,
-    tokenizer: Tokenizer,
-    rng: random.Random,
-    temperature: float,
-    max_tokens: int | None = None,
-) -> list[int]:
-    """One sample as token ids: start from BOS, draw until BOS or `max_tokens` (default and
-    at most block_size). The original's loop."""
-    block_size = engine.config.block_size
-    max_tokens = block_size if max_tokens is None else min(max_tokens, block_size)
-    return generate_sample(engine, tokenizer, rng, temperature, max_tokens).tokens
-
-
-def sample_lines(
-    engine: Engine, tokenizer: Tokenizer, rng: random.Random, num_samples: int, temperature: float
-):
-    """Yield the original's `sample  k: text` lines (the samples of `generate`, made in
-    chunks by generate_samples)."""
-    done = 0
-    while done < num_samples:
-        chunk = min(num_samples - done, GENERATE_CHUNK)
-        for s in generate_samples(engine, tokenizer, rng, chunk, temperature):
-            done += 1
-            yield f"sample {done:2d}: {s.text}"
