@@ -15,6 +15,7 @@ import math
 from typing import Any, ClassVar
 
 from .config import ModelConfig, OptimConfig
+from .init import param_shapes
 from .tensor import Tensor
 
 # name -> (module, class, what to install when the import fails)
@@ -171,6 +172,28 @@ class Engine(abc.ABC):
                 total += log_z - logits[target]
                 count += 1
         return total / count
+
+
+def check_params(
+    config: ModelConfig, vocab_size: int, params: dict[str, Tensor]
+) -> dict[str, tuple[int, int]]:
+    """The state_dict's shapes for this config (init.param_shapes, in the original's order),
+    once `params` is known to hold exactly those tensors in those shapes (else EngineError)."""
+    shapes = param_shapes(config, vocab_size)
+    missing = [k for k in shapes if k not in params]
+    if missing or len(params) != len(shapes):
+        extra = sorted(set(params) - set(shapes))
+        raise EngineError(
+            f"weights do not match the model config (missing {missing[:3]}, "
+            f"unexpected {extra[:3]}); use weights made for this config"
+        )
+    for name, shape in shapes.items():
+        if tuple(params[name].shape) != shape:
+            raise EngineError(
+                f"weight {name} has shape {tuple(params[name].shape)}, the config needs "
+                f"{shape}; use weights made for this config"
+            )
+    return shapes
 
 
 def default_engine() -> str:

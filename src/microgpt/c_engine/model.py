@@ -22,7 +22,7 @@ from array import array
 from typing import Any
 
 from ..config import ModelConfig, OptimConfig
-from ..engine import Engine, EngineError
+from ..engine import Engine, EngineError, check_params
 from ..init import param_shapes
 from ..tensor import Tensor
 
@@ -60,20 +60,7 @@ class CEngine(Engine):
     ):
         super().__init__(config, optim, vocab_size, params, dtype)
         check_sizes(config, vocab_size)
-        self.shapes = param_shapes(config, vocab_size)  # the original's state_dict order
-        missing = [k for k in self.shapes if k not in params]
-        if missing or len(params) != len(self.shapes):
-            extra = sorted(set(params) - set(self.shapes))
-            raise EngineError(
-                f"weights do not match the model config (missing {missing[:3]}, "
-                f"unexpected {extra[:3]}); use weights made for this config"
-            )
-        for name, shape in self.shapes.items():
-            if tuple(params[name].shape) != shape:
-                raise EngineError(
-                    f"weight {name} has shape {tuple(params[name].shape)}, the config needs "
-                    f"{shape}; use weights made for this config"
-                )
+        self.shapes = check_params(config, vocab_size, params)  # the state_dict's order
         if dtype == "float64":
             Model = Model64
         else:

@@ -527,37 +527,35 @@ static mg_real *buffer_of(const mg_model *model, int which)
     return bufs[which];
 }
 
-void mg_load(mg_model *model, int which, const double *src)
+/* Every tensor between one of the model's buffers (its layout) and a state_dict-layout
+ * buffer of doubles: from `in` into `buf` when `in` is given, else from `buf` out to `out`. */
+static void copy_tensors(mg_real *buf, const double *in, double *out, const mg_config *c)
 {
-    const mg_config *c = &model->config;
-    mg_real *dst = buffer_of(model, which);
-    if (which == MG_PARAMS) model->wt_stale = 1;
     for (int i = 0; i < 3 + 6 * c->n_layer; i++) {
         size_t off;
         int rows, cols, tr;
         tensor_at(c, i, &off, &rows, &cols, &tr);
         for (int r = 0; r < rows; r++)
             for (int k = 0; k < cols; k++) {
-                const size_t at = tr ? (size_t)k * rows + r : (size_t)r * cols + k;
-                dst[off + at] = (mg_real)src[off + (size_t)r * cols + k];
+                const size_t mine = off + (tr ? (size_t)k * rows + r : (size_t)r * cols + k);
+                const size_t theirs = off + (size_t)r * cols + k;
+                if (in)
+                    buf[mine] = (mg_real)in[theirs];
+                else
+                    out[theirs] = (double)buf[mine];
             }
     }
 }
 
+void mg_load(mg_model *model, int which, const double *src)
+{
+    if (which == MG_PARAMS) model->wt_stale = 1;
+    copy_tensors(buffer_of(model, which), src, NULL, &model->config);
+}
+
 void mg_store(const mg_model *model, int which, double *dst)
 {
-    const mg_config *c = &model->config;
-    const mg_real *src = buffer_of(model, which);
-    for (int i = 0; i < 3 + 6 * c->n_layer; i++) {
-        size_t off;
-        int rows, cols, tr;
-        tensor_at(c, i, &off, &rows, &cols, &tr);
-        for (int r = 0; r < rows; r++)
-            for (int k = 0; k < cols; k++) {
-                const size_t at = tr ? (size_t)k * rows + r : (size_t)r * cols + k;
-                dst[off + (size_t)r * cols + k] = (double)src[off + at];
-            }
-    }
+    copy_tensors(buffer_of(model, which), NULL, dst, &model->config);
 }
 
 /* wt: every linear layer's matrix again, in the state_dict's (out, in) layout, for the
@@ -820,25 +818,27 @@ static int batch_rows(const int *lens, int B)
     return N;
 }
 
-int mg_forward_backward(mg_model *model, const int *tokens, const int *lens, int B, double *loss)
+/* The loss of B sequences; with grad, every gradient too. */
+static int batch_loss(mg_model *model, const int *tokens, const int *lens, int B, double *loss,
+                      int grad)
 {
     mg_acts *a = mg_model_acts(model, batch_rows(lens, B));
     if (!a) return MG_ENOMEM;
     mg_batch(a, tokens, lens, B);
     mg_forward(model, a, 0, a->n);
-    *loss = mg_crossentropy(model, a, 1);
-    mg_backward(model, a);
+    *loss = mg_crossentropy(model, a, grad);
+    if (grad) mg_backward(model, a);
     return MG_OK;
+}
+
+int mg_forward_backward(mg_model *model, const int *tokens, const int *lens, int B, double *loss)
+{
+    return batch_loss(model, tokens, lens, B, loss, 1);
 }
 
 int mg_loss(mg_model *model, const int *tokens, const int *lens, int B, double *loss)
 {
-    mg_acts *a = mg_model_acts(model, batch_rows(lens, B));
-    if (!a) return MG_ENOMEM;
-    mg_batch(a, tokens, lens, B);
-    mg_forward(model, a, 0, a->n);
-    *loss = mg_crossentropy(model, a, 0);
-    return MG_OK;
+    return batch_loss(model, tokens, lens, B, loss, 0);
 }
 
 /* The reference's Adam, element by element over the flat buffers:

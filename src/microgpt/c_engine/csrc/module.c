@@ -145,11 +145,6 @@ static PyObject *reals_to_list(const mg_real *x, int n)
     return list;
 }
 
-static PyObject *memory_error(void)
-{
-    return PyErr_NoMemory();
-}
-
 /* --- Model ---------------------------------------------------------------------------------- */
 
 static int Model_init(ModelObject *self, PyObject *args, PyObject *kwds)
@@ -245,24 +240,26 @@ static PyObject *Model_store(ModelObject *self, PyObject *args)
     return out;
 }
 
-static PyObject *Model_forward_backward(ModelObject *self, PyObject *batch)
+/* A batch's loss (mg_loss), or its loss with every gradient set (mg_forward_backward). */
+static PyObject *loss_call(ModelObject *self, PyObject *batch,
+                            int (*run)(mg_model *, const int *, const int *, int, double *))
 {
     Py_ssize_t nt = 0, ns = 0;
     double loss;
     if (ready(self) < 0 || add_batch(self, batch, &nt, &ns) < 0) return NULL;
-    if (mg_forward_backward(self->model, self->tokens, self->lens, (int)ns, &loss) != MG_OK)
-        return memory_error();
+    if (run(self->model, self->tokens, self->lens, (int)ns, &loss) != MG_OK)
+        return PyErr_NoMemory();
     return PyFloat_FromDouble(loss);
+}
+
+static PyObject *Model_forward_backward(ModelObject *self, PyObject *batch)
+{
+    return loss_call(self, batch, mg_forward_backward);
 }
 
 static PyObject *Model_loss(ModelObject *self, PyObject *batch)
 {
-    Py_ssize_t nt = 0, ns = 0;
-    double loss;
-    if (ready(self) < 0 || add_batch(self, batch, &nt, &ns) < 0) return NULL;
-    if (mg_loss(self->model, self->tokens, self->lens, (int)ns, &loss) != MG_OK)
-        return memory_error();
-    return PyFloat_FromDouble(loss);
+    return loss_call(self, batch, mg_loss);
 }
 
 static PyObject *Model_adam_step(ModelObject *self, PyObject *args)
