@@ -167,10 +167,8 @@ class Trainer:
             for i in range(done):
                 self.batch(first + i)
         self.step_count = first + done
-        return [
-            StepResult(first + i + 1, losses[i], lrs[i], sum(len(seq) - 1 for seq in batches[i]))
-            for i in range(done)
-        ]
+        tokens = [sum(map(len, batch)) - len(batch) for batch in batches]  # predicted
+        return [StepResult(first + i + 1, losses[i], lrs[i], tokens[i]) for i in range(done)]
 
     def checkpoint(self) -> ckpt_io.Checkpoint:
         """Everything needed to sample from, or continue, this run.

@@ -88,17 +88,17 @@ class CEngine(Engine):
     def _check_batch(self, batch: list[list[int]]) -> None:
         """Each sequence 1 to block_size + 1 tokens, at least one position to predict, every
         id in the vocabulary (the C binding checks again; this says it as an EngineError)."""
-        if not isinstance(batch, list) or not batch:
-            raise EngineError("a batch is a non-empty list of token sequences")
-        longest, rows, V = self.config.block_size + 1, 0, self.vocab_size
-        for seq in batch:
-            n = len(seq)
-            if not 1 <= n <= longest or (n == 1 and len(batch) == 1):
-                self._bad_length(n)
-            rows += n - 1
-            self._check_ids(seq, V)
+        if not isinstance(batch, list) or not batch or not all(type(s) is list for s in batch):
+            raise EngineError("a batch is a non-empty list of token sequences (lists)")
+        lens, longest = list(map(len, batch)), self.config.block_size + 1
+        if min(lens) < 1 or max(lens) > longest or lens == [1]:
+            self._bad_length(next((n for n in lens if not 1 <= n <= longest), 1))
+        rows = sum(lens) - len(lens)
         if rows == 0 or rows > MAX_ROWS:
             raise EngineError(f"a batch of {rows} positions: it needs 1 to {MAX_ROWS}")
+        if min(map(min, batch)) < 0 or max(map(max, batch)) >= self.vocab_size:
+            raise EngineError(f"token ids must be integers in 0..{self.vocab_size - 1} "
+                              "(the vocabulary)")  # fmt: skip
 
     def _check_ids(self, seq: list[int], V: int) -> None:
         if not isinstance(seq, list) or (seq and (min(seq) < 0 or max(seq) >= V)):
