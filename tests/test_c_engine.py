@@ -295,15 +295,18 @@ def test_run_hands_chunks_to_the_c_engine_and_keeps_its_hooks():
 
 
 def test_a_diverging_chunk_stops_where_one_step_at_a_time_stops():
-    a = names_trainer(CEngine, DOCS, steps=200, lr=1e6)
-    b = names_trainer(CEngine, DOCS, steps=200, lr=1e6)
+    """The same error at the same step, the last good weights, and every good step's hook."""
+    a = names_trainer(CEngine, DOCS, steps=200, lr=0.55)  # inf at step 23, chunk 16..31
+    b = names_trainer(CEngine, DOCS, steps=200, lr=0.55)
+    a_losses, b_losses = [], []
     with pytest.raises(TrainingError) as one:
         while True:
-            a.step()
+            a_losses.append(a.step().loss)
     with pytest.raises(TrainingError) as chunked:
-        run(b)
+        run(b, on_step=lambda r: b_losses.append(r.loss))
     assert str(one.value) == str(chunked.value) and "diverged" in str(one.value)
-    assert a.step_count == b.step_count < 200
+    assert 10 < a.step_count == b.step_count < 200  # it diverged inside a chunk
+    assert a_losses == b_losses and len(b_losses) == b.step_count
     assert a.engine.parameters() == b.engine.parameters()  # the last good step's weights
 
 

@@ -358,14 +358,12 @@ def run(
             return False
         k = min(chunk, steps_to_event(trainer, eval_every, checkpoint_every))
         started = time.perf_counter()
-        if k > 1:
-            results = trainer.steps(k)
-            if len(results) < k:  # a diverged step: computed again, it raises TrainingError
-                results.append(trainer.step())
-        else:
-            results = [trainer.step()]
+        results = trainer.steps(k) if k > 1 else [trainer.step()]
         for result in results:
             after_step(result)
+        if len(results) < k:  # a diverged step: computed again, it raises TrainingError
+            results.append(trainer.step())
+            after_step(results[-1])
         if multi:  # the next chunk: twice this one at most, about CHUNK_SECONDS long
             per_step = (time.perf_counter() - started) / len(results)
             fit = int(CHUNK_SECONDS / max(per_step, 1e-9))
