@@ -10,7 +10,10 @@ RUN_DATA := $(if $(NAMES),--data $(NAMES))
 
 .PHONY: run test test-fast lint format bench clean
 
-$(STAMP): pyproject.toml
+# setup.py builds the C engine (optional: skipped with a warning where no C compiler works);
+# an edit of its sources rebuilds it.
+C_SOURCES := $(wildcard src/microgpt/c_engine/csrc/*.c src/microgpt/c_engine/csrc/*.h)
+$(STAMP): pyproject.toml setup.py $(C_SOURCES)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'

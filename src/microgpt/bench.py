@@ -14,21 +14,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import os
-import platform
 import random
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import ConfigError, ModelConfig, get_preset
-from .data import DOC_MODES, default_names_path
+from .data import DOC_MODES, default_names_path, read_text, split_documents
 from .engine import ENGINES, EngineError, load_engine
+from .evaluate import evaluate
 from .init import init_params
 from .runs import EngineSpec, RunSpec, start
-from .sample import generate
+from .sample import generate_samples
+from .train import CHUNK_STEPS, multi_step
 
 
 @dataclass(frozen=True)
@@ -88,18 +89,22 @@ class SampleTiming:
 
 @dataclass(frozen=True)
 class Measurement:
-    """One fresh process's measurements of one row; sampling and the larger config only on
-    the last round (None otherwise, and `large` always None for the slow engines)."""
+    """One fresh process's measurements of one row; sampling, the larger config and the
+    trained model's loss over the whole data file only on the last round (None otherwise;
+    `large` and `quality` always None for the slow engines)."""
 
     default: TrainTiming
     sampling: SampleTiming | None = None
     large: TrainTiming | None = None
+    quality: float | None = None  # the default run's model: its loss over all the documents
 
 
 # The rows of the table, in order. The first row is the baseline of the ratio. The CUDA rows
 # are skipped, with the reason, where torch finds no GPU (or torch is not installed).
 BENCH_ENGINES: list[BenchRow] = [
     BenchRow("ref", "float64"),
+    BenchRow("c", "float64"),
+    BenchRow("c", "float32"),
     BenchRow("numpy", "float64"),
     BenchRow("numpy", "float32"),
     BenchRow("torch", "float64", "cpu"),
@@ -118,6 +123,24 @@ LARGE_BATCH = 12
 # steps (the loss climbs past 17, then float32 overflows); 1e-3 trains it.
 LARGE_LEARNING_RATE = 1e-3
 BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# Batched training, timed per sample (a step's time / BATCH): the preset's run with
+# --batch-size BATCH. Its rows are measured where their engine loads.
+BATCH = 16
+BATCHED_ROWS = [BenchRow("c", "float32"), BenchRow("numpy", "float32")]
+# Time to the original's quality: a model whose loss over all the documents of the data file
+# is at most the original's 1000-step model's (`microgpt eval` of it on names.txt).
+QUALITY_LOSS = 2.3656
+# The batched rows' schedules, tried in this order (the preset's linear decay over that many
+# steps); the first whose model reaches QUALITY_LOSS is the row's time to quality.
+QUALITY_LADDER = (100, 150, 200, 300, 400, 600, 1000)
+# `microgpt train` as a user runs it, in a process of its own: the default run (its wall
+# time and peak memory) and a longer one; per step: the difference over the extra steps.
+PROCESS_STEPS = (1000, 3000)
+PROCESS_ENGINES = ("c", "numpy")  # (torch's start-up alone is seconds: not measured so)
+# Where the C engine and NumPy (BLAS) cross: tokens/s of the larger config at these widths.
+CROSSOVER_WIDTHS = (32, 64, 128)
+CROSSOVER_ROWS = [BenchRow("c", "float32"), BenchRow("numpy", "float32"),
+                  BenchRow("c", "float64"), BenchRow("numpy", "float64")]  # fmt: skip
 
 
 def add_bench_parser(sub) -> None:
@@ -163,7 +186,9 @@ def add_bench_parser(sub) -> None:
         help="training steps for the reference engine (default 30)",
     )
     p.add_argument(
-        "--samples", type=int, metavar="N", help="samples drawn for the sampling speed (default 20)"
+        "--samples", type=int, metavar="N",
+        help="samples drawn per call for the sampling speed (default 1000; 20 on the "
+        "reference engine)",
     )
     p.add_argument(
         "--large-steps",
@@ -199,6 +224,7 @@ class BenchSettings:
     samples: int
     large_steps: int
     engines: list[BenchRow]
+    quick: bool = False
 
 
 def settings_from_args(args) -> BenchSettings:
@@ -227,9 +253,10 @@ def settings_from_args(args) -> BenchSettings:
         repeats=pick(args.repeats, 5, 1),
         steps=pick(args.steps, None, 20) if (args.steps is not None or quick) else None,
         ref_steps=pick(args.ref_steps, 30, 3),
-        samples=pick(args.samples, 20, 3),
+        samples=pick(args.samples, 1000, 50),
         large_steps=pick(args.large_steps, 10, 2),
         engines=engines,
+        quick=quick,
     )
 
 
@@ -287,33 +314,50 @@ def time_training(
     for _ in range(repeats):
         trainer = start(spec).trainer
         n = trainer.train.num_steps if steps is None else min(steps, trainer.train.num_steps)
-        check_loss, tokens = None, 0
         start_wall, start_cpu = time.perf_counter(), time.process_time()
-        for _ in range(n):
-            result = trainer.step()
-            tokens += result.tokens
-            if result.step == check_step:
-                check_loss = result.loss
+        results = train_to(trainer, n)
         elapsed = Timing(time.perf_counter() - start_wall, time.process_time() - start_cpu)
         best = elapsed.fastest(best)
-    return TrainTiming(best, n, tokens, check_loss, result.loss), trainer
+    check_loss = next((r.loss for r in results if r.step == check_step), None)
+    tokens = sum(r.tokens for r in results)
+    return TrainTiming(best, n, tokens, check_loss, results[-1].loss), trainer
+
+
+def train_to(trainer, n: int) -> list:
+    """Train up to step n as `microgpt train` does (train.run): several steps per engine call
+    where the engine takes them (train.multi_step), else one at a time. The StepResults."""
+    multi, results = multi_step(trainer.engine), []
+    while trainer.step_count < n:
+        if multi:
+            done = trainer.steps(min(CHUNK_STEPS, n - trainer.step_count))
+            results += done or [trainer.step()]  # none done: it diverged, and step() says so
+        else:
+            results.append(trainer.step())
+    return results
 
 
 def time_sampling(trainer, samples: int, repeats: int) -> SampleTiming:
-    """Batch-1 decoding with the KV cache: tokens decoded and the fastest (wall, cpu)."""
+    """Batch-1 decoding with the KV cache, as `microgpt sample` draws (whole samples in the
+    engine where it makes them): tokens decoded, and the fastest (wall, cpu) of `repeats`
+    runs, each of at least `samples` samples and a quarter of a second."""
     engine, tokenizer = trainer.engine, trainer.tokenizer
-    block_size = engine.config.block_size
     best, tokens = None, 0
     for _ in range(repeats):
         rng = random.Random(0)  # the same draws every repeat, so the same work
         tokens = 0
         start_wall, start_cpu = time.perf_counter(), time.process_time()
-        for _ in range(samples):
-            out = generate(engine, tokenizer, rng, temperature=0.5)
-            tokens += min(len(out) + 1, block_size)  # one decode per token, plus the final BOS
+        while not tokens or time.perf_counter() - start_wall < 0.25:
+            made = generate_samples(engine, tokenizer, rng, samples, temperature=0.5)
+            tokens += sum(s.predicted for s in made)  # one decode per draw, the final BOS too
         elapsed = Timing(time.perf_counter() - start_wall, time.process_time() - start_cpu)
         best = elapsed.fastest(best)
     return SampleTiming(best, tokens)
+
+
+def quality(trainer, data: Path) -> float:
+    """The trained model's loss over every document of `data`, as `microgpt eval` scores."""
+    docs = split_documents(read_text(data)[0], trainer.train.doc_mode)
+    return evaluate(trainer.engine, trainer.tokenizer, docs).loss
 
 
 def in_fresh_process(fn, *args):
@@ -325,6 +369,8 @@ def in_fresh_process(fn, *args):
     objects more) the same reference step takes twice as long. A fresh process keeps one
     engine's libraries from slowing another engine down.
     """
+    import multiprocessing  # only when measuring: `microgpt train` imports this module too
+
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(fn, args)
 
@@ -337,14 +383,99 @@ def measure(
     default, trainer = time_training(spec, s.data, None, 1, steps, check_step, 1)
     if not last_round:
         return Measurement(default)
-    sampling = time_sampling(trainer, s.samples, s.repeats)
+    slow = spec.engine in SLOW_ENGINES
+    sampling = time_sampling(trainer, min(s.samples, 20) if slow else s.samples, s.repeats)
     if spec.engine in SLOW_ENGINES:  # the slow engines would take hours: not measured
         return Measurement(default, sampling)
+    # the whole default run's model (not a --quick run's few steps) against the original's
+    score = quality(trainer, s.data) if default.steps == trainer.train.num_steps else None
     large, _ = time_training(
         spec, s.large_data, LARGE_MODEL, LARGE_BATCH, s.large_steps, 0,
         s.repeats, doc_mode=s.large_docs, learning_rate=LARGE_LEARNING_RATE,
     )  # fmt: skip
-    return Measurement(default, sampling, large)
+    return Measurement(default, sampling, large, score)
+
+
+def measure_batched(spec: BenchRow, s: BenchSettings) -> dict:
+    """A batched row: the preset's run at batch BATCH, timed per sample; then its time to the
+    original's quality, trying QUALITY_LADDER's schedules in turn."""
+    steps = s.steps  # None: the whole run
+    timing, _ = time_training(spec, s.data, None, BATCH, steps, 0, s.repeats)
+    samples = timing.steps * BATCH
+    row = {"engine": spec.engine, "dtype": spec.dtype, "batch_size": BATCH,
+           "steps": timing.steps, "s_per_sample": timing.time.wall / samples,
+           "cpu_s_per_sample": timing.time.cpu / samples, "final_loss": timing.last_loss,
+           "quality": None}  # fmt: skip
+    if s.quick:
+        return row
+    for n in QUALITY_LADDER:
+        run = start(RunSpec(data=str(s.data), engine=spec.spec, batch_size=BATCH, steps=n))
+        started = time.perf_counter()
+        train_to(run.trainer, n)
+        seconds = time.perf_counter() - started
+        loss = quality(run.trainer, s.data)
+        if loss <= QUALITY_LOSS:
+            row["quality"] = {"loss": loss, "seconds": seconds, "estimated": False,
+                              "schedule": f"{n} steps, batch {BATCH}, lr 0.01 decaying "
+                              "linearly to 0 (the final preset's)"}  # fmt: skip
+            break
+    return row
+
+
+# Runs a command (argv[1:]) with stdout to /dev/null and prints, as JSON, its wall time, CPU
+# time, peak memory (ru_maxrss) and exit status. NOTE: through this small interpreter, not
+# straight from the bench: Linux counts a process's peak memory from the moment it was
+# forked, and the bench process itself is larger than a `microgpt train` run.
+MEASURE_CHILD = """
+import json, os, resource, sys, time
+start = time.perf_counter()
+actions = [(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)]
+pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ, file_actions=actions)
+_, status, usage = os.wait4(pid, 0)
+print(json.dumps([time.perf_counter() - start, usage.ru_utime + usage.ru_stime,
+                  usage.ru_maxrss, os.waitstatus_to_exitcode(status)]))
+"""
+
+
+def measure_process(spec: BenchRow, s: BenchSettings) -> dict:
+    """`microgpt train --engine E --dtype D` as a user runs it, each a process of its own:
+    the default run's wall and CPU time and peak memory, and the time per step from the
+    difference of two run lengths (start-up, reading the data and sampling cancel)."""
+    short, long = (20, 60) if s.quick else PROCESS_STEPS
+    out = {}
+    for steps in (short, long):
+        command = [sys.executable, "-m", "microgpt", "train", "--engine", spec.engine,
+                   "--dtype", spec.dtype, "--data", str(s.data), "--steps", str(steps)]  # fmt: skip
+        proc = subprocess.run([sys.executable, "-S", "-c", MEASURE_CHILD, *command],
+                              capture_output=True, text=True)  # fmt: skip
+        try:
+            wall, cpu, maxrss, code = json.loads(proc.stdout)
+        except ValueError:
+            code = proc.returncode
+        if code != 0:
+            raise ConfigError(f"`microgpt {' '.join(command[3:])}` failed: "
+                              f"{proc.stderr.strip()[-300:]}")  # fmt: skip
+        # ru_maxrss is in KiB on Linux, in bytes on macOS
+        out[steps] = (wall, cpu, maxrss * (1 if sys.platform == "darwin" else 1024))
+    (w1, c1, rss), (w2, c2, _) = out[short], out[long]
+    return {"steps": [short, long], "wall_s": w1, "cpu_s": c1, "peak_rss_bytes": rss,
+            "s_per_step": (w2 - w1) / (long - short),
+            "cpu_s_per_step": (c2 - c1) / (long - short)}  # fmt: skip
+
+
+def measure_crossover(spec: BenchRow, s: BenchSettings) -> dict:
+    """The larger config's training tokens/s at each of CROSSOVER_WIDTHS (n_embd)."""
+    widths = CROSSOVER_WIDTHS[:1] if s.quick else CROSSOVER_WIDTHS
+    out = {}
+    for width in widths:
+        model = dataclasses.replace(LARGE_MODEL, n_embd=width)
+        timing, _ = time_training(
+            spec, s.large_data, model, LARGE_BATCH, s.large_steps, 0, s.repeats,
+            doc_mode=s.large_docs, learning_rate=LARGE_LEARNING_RATE,
+        )  # fmt: skip
+        out[str(width)] = {"tokens_per_s": timing.tokens / timing.time.wall,
+                           "final_loss": timing.last_loss}  # fmt: skip
+    return out
 
 
 def run_bench(s: BenchSettings, say=print) -> dict:
@@ -434,7 +565,69 @@ def run_bench(s: BenchSettings, say=print) -> dict:
                 "cpu_tokens_per_s": big.tokens / big.time.cpu,
                 "final_loss": big.last_loss,
             }
-    return {"engines": rows}
+        row["quality"] = time_to_quality(spec, m, best)
+    process = measure_processes([spec for spec, _ in live], s, say)
+    for (_, row), proc in zip(live, process, strict=True):
+        row["process"] = proc
+    ref_step = next((r["train"]["s_per_step"] for r in rows if r["engine"] == "ref"
+                     and "train" in r), None)  # fmt: skip
+    batched = []
+    for spec in loadable(BATCHED_ROWS[:1] if s.quick else BATCHED_ROWS, s.engines):
+        say(f"  {spec.label}: batch {BATCH}, per sample, and its time to quality ...")
+        row = in_fresh_process(measure_batched, spec, s)
+        row["speedup"] = ref_step / row["s_per_sample"] if ref_step else None
+        batched.append(row)
+    crossover = []
+    for spec in loadable(CROSSOVER_ROWS[:2] if s.quick else CROSSOVER_ROWS, s.engines):
+        say(f"  {spec.label}: the larger config at n_embd {', '.join(map(str, CROSSOVER_WIDTHS))}")
+        crossover.append({"engine": spec.engine, "dtype": spec.dtype,
+                          "widths": in_fresh_process(measure_crossover, spec, s)})  # fmt: skip
+    return {"engines": rows, "batched": batched, "crossover": crossover}
+
+
+def loadable(candidates: list[BenchRow], asked: list[BenchRow]) -> list[BenchRow]:
+    """The rows among `candidates` whose engine was asked for (--engines) and loads here."""
+    names = {row.engine for row in asked}
+    out = []
+    for row in candidates:
+        try:
+            if row.engine in names:
+                load_engine(row.engine)
+                out.append(row)
+        except EngineError:
+            continue
+    return out
+
+
+def time_to_quality(spec: BenchRow, m: Measurement, best: Timing) -> dict | None:
+    """The default run's time (its fastest round) when its model reaches the original's
+    quality; the reference engine's from its per-step time (the original's own run, whose
+    model is the quality bar, `microgpt eval` 2.3656)."""
+    schedule = "1000 steps, batch 1, lr 0.01 decaying linearly to 0 (the original's run)"
+    if spec.engine in SLOW_ENGINES:
+        steps = get_preset("final").train.num_steps
+        return {"loss": QUALITY_LOSS, "seconds": best.wall / m.default.steps * steps,
+                "estimated": True, "schedule": schedule}  # fmt: skip
+    if m.quality is None or m.quality > QUALITY_LOSS:
+        return None
+    return {"loss": m.quality, "seconds": best.wall, "estimated": False, "schedule": schedule}
+
+
+def measure_processes(specs: list[BenchRow], s: BenchSettings, say) -> list[dict | None]:
+    """measure_process for the rows of PROCESS_ENGINES (--quick: the first one's), in turns,
+    round after round; each keeps its least disturbed (smallest) numbers."""
+    todo = [i for i, spec in enumerate(specs) if spec.engine in PROCESS_ENGINES]
+    if s.quick:
+        todo = todo[:1]
+    best: dict[int, dict] = {}
+    for r in range(s.repeats):
+        for i in todo:
+            say(f"  {specs[i].label}: `microgpt train` as a process (round {r + 1}) ...")
+            got = measure_process(specs[i], s)
+            if i in best:
+                got = {k: v if k == "steps" else min(v, best[i][k]) for k, v in got.items()}
+            best[i] = got
+    return [best.get(i) for i in range(len(specs))]
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -473,10 +666,66 @@ def format_table(result: dict) -> list[str]:
             f"{t['loss_at_step']['loss']:>8.4f} {t['final_loss']:>7.4f} {tok:>17} "
             f"{large:>15} {large_loss:>7}"
         )
+    return lines + format_sections(result)
+
+
+def label_of(row: dict) -> str:
+    return "/".join(row[k] for k in ("engine", "dtype", "device") if k in row)
+
+
+def format_sections(result: dict) -> list[str]:
+    """The tables after the main one: batched training per sample, `microgpt train` as a
+    process, the time to the original's quality, and the larger config by width."""
+    w, measured = result["workload"], [r for r in result["engines"] if "train" in r]
+    ref_step = next((r["train"]["s_per_step"] for r in measured if r["engine"] == "ref"), None)
+    head = f"{'engine':<20} {'steps':>5} {'us/sample':>20} {'speedup':>8} {'loss':>7}"
+    lines = ["", f"batch {BATCH}, timed per sample (the final preset's run with --batch-size "
+             f"{BATCH}); speed-up: the first row's time per step over this time per sample",
+             head]  # fmt: skip
+    for row in result["batched"]:
+        us = f"{row['s_per_sample'] * 1e6:.2f} ({row['cpu_s_per_sample'] * 1e6:.2f})"
+        speedup = f"{row['speedup']:>7.4g}x" if row["speedup"] else f"{'-':>8}"
+        lines.append(f"{label_of(row):<20} {row['steps']:>5} {us:>20} {speedup} "
+                     f"{row['final_loss']:>7.4f}")  # fmt: skip
+    steps = PROCESS_STEPS if not result["quick"] else (20, 60)
+    lines += ["", f"`microgpt train --engine E --dtype D` as a process: the default run's wall "
+              f"and CPU time and peak memory; per step: the difference of a {steps[1]}- and a "
+              f"{steps[0]}-step run", f"{'engine':<20} {'wall s':>7} {'cpu s':>7} {'peak MiB':>9} "
+              f"{'us/step':>20} {'speedup':>8}"]  # fmt: skip
+    for row in measured:
+        proc = row.get("process")
+        if proc:
+            us = f"{proc['s_per_step'] * 1e6:.1f} ({proc['cpu_s_per_step'] * 1e6:.1f})"
+            speedup = f"{ref_step / proc['s_per_step']:>7.4g}x" if ref_step else f"{'-':>8}"
+            lines.append(f"{label_of(row):<20} {proc['wall_s']:>7.3f} {proc['cpu_s']:>7.3f} "
+                         f"{proc['peak_rss_bytes'] / 2**20:>9.1f} {us:>20} {speedup}")  # fmt: skip
+    lines += ["", f"time to the original's quality (a model whose loss over all of {w['data']} "
+              f"is at most {QUALITY_LOSS}), with the schedule each row used",
+              f"{'engine':<26} {'seconds':>10} {'loss':>7}  schedule"]  # fmt: skip
+    for label, q in [(label_of(r), r.get("quality")) for r in measured] + [
+        (f"{label_of(r)} batch {BATCH}", r["quality"]) for r in result["batched"]
+    ]:
+        if q is None:
+            lines.append(f"{label:<26} {'-':>10} {'-':>7}  not reached (or not measured)")
+        else:
+            secs = f"{q['seconds']:.3f}" + ("*" if q["estimated"] else "")
+            lines.append(f"{label:<26} {secs:>10} {q['loss']:>7.4f}  {q['schedule']}")
+    if any(r.get("quality", {}) and r["quality"]["estimated"] for r in measured):
+        lines.append("* from its time per step: the original's run, whose model is the bar")
+    if result["crossover"]:
+        widths = list(result["crossover"][0]["widths"])
+        lines += ["", "the larger config (n_layer 4, block 64, batch 12) by width: training "
+                  "tokens/s", f"{'engine':<20} " + " ".join(f"{'n_embd ' + x:>12}"
+                                                        for x in widths)]  # fmt: skip
+        for row in result["crossover"]:
+            cells = " ".join(f"{row['widths'][x]['tokens_per_s']:>12.0f}" for x in widths)
+            lines.append(f"{label_of(row):<20} {cells}")
     return lines
 
 
 def cmd_bench(args) -> int:
+    import platform  # here: `microgpt train` imports this module too, for its parser
+
     blas = limit_blas_threads()
     s = settings_from_args(args)
     for path in (s.data, s.large_data):

@@ -7,11 +7,9 @@ MICROGPT_CACHE_DIR at a directory that already holds names.txt.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import tempfile
-import urllib.request
 from pathlib import Path
 
 from .config import DOC_MODES  # lines, paragraphs, text
@@ -34,7 +32,16 @@ def cache_dir() -> Path:
 
 
 def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    # NOTE: CPython's own SHA-256 (the same digest), not hashlib's: importing hashlib loads
+    # OpenSSL, 3.6 MB of the ~20 MB a whole `microgpt train` of the names takes
+    try:
+        from _sha2 import sha256  # Python >= 3.12
+    except ImportError:
+        try:
+            from _sha256 import sha256  # Python <= 3.11
+        except ImportError:  # another Python
+            from hashlib import sha256
+    return sha256(data).hexdigest()
 
 
 def default_names_path(download: bool = True) -> Path:
@@ -48,6 +55,8 @@ def default_names_path(download: bool = True) -> Path:
         return path
     if not download:
         raise DataError(f"no cached names dataset at {path}; pass --data FILE")
+    import urllib.request  # NOTE: here, not at the top: it loads ssl (6 MB, 20 ms) every run
+
     try:
         with urllib.request.urlopen(NAMES_URL, timeout=30) as response:
             blob = response.read()

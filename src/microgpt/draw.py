@@ -1,7 +1,7 @@
 """Asking the model for what you want: a number of samples that pass filters (novel only,
 min/max length), found by rejection with a bounded number of tries. Standard library only.
 
-A `Draw` generates samples with sample.generate_sample and keeps those that pass, so the
+A `Draw` generates samples with sample.generate_samples and keeps those that pass, so the
 samples kept are exactly the model's samples that pass the filters.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from .config import ConfigError
 from .engine import Engine
 from .fingerprint import Fingerprint
-from .sample import Sample, generate_sample
+from .sample import Sample, generate_samples
 from .tokenizer import Tokenizer, TokenizerError
 
 TRIES_PER_SAMPLE = 100  # the default bound on tries when samples are filtered
@@ -129,25 +129,33 @@ class Draw:
     def __iter__(self) -> Iterator[Sample]:
         c = self.config
         while len(self.samples) < c.num_samples and self.tries < c.tries():
-            self.tries += 1
-            s = generate_sample(
+            # NOTE: as many samples at once as will surely be tried (each try is one sample,
+            # and at least this many are still needed), so the random stream advances exactly
+            # as one try at a time would advance it; an engine can then make them in one call
+            # (sample.generate_samples). Greedy draws take no random numbers: whatever is made
+            # and not used after a rejection (below) leaves the stream as it was.
+            count = min(c.num_samples - len(self.samples), c.tries() - self.tries)
+            batch = generate_samples(
                 self.engine,
                 self.tokenizer,
                 self.rng,
+                count,
                 c.temperature,
                 c.max_new_tokens,
                 prompt=self.prompt_ids,
                 top_k=c.top_k,
                 stop_after=c.max_length,
             )
-            reason = self.reject_reason(s)
-            if reason is None:
-                self.samples.append(s)
-                yield s
-            else:
-                self.rejected[reason] += 1
-                if c.temperature == 0:  # greedy: every further try would be this same sample
-                    break
+            for s in batch:
+                self.tries += 1
+                reason = self.reject_reason(s)
+                if reason is None:
+                    self.samples.append(s)
+                    yield s
+                else:
+                    self.rejected[reason] += 1
+                    if c.temperature == 0:  # greedy: every further try would be this same one
+                        return
 
     def run(self) -> list[Sample]:
         for _ in self:

@@ -15,17 +15,25 @@ import math
 from typing import Any, ClassVar
 
 from .config import ModelConfig, OptimConfig
+from .init import param_shapes
 from .tensor import Tensor
 
 # name -> (module, class, what to install when the import fails)
 ENGINES: dict[str, tuple[str, str, str]] = {
+    "c": (
+        "microgpt.c_engine.model",
+        "CEngine",
+        "a C compiler (gcc or clang), then reinstall microgpt: pip install --no-deps "
+        "--force-reinstall microgpt-lab, or pip install -e . in a checkout",
+    ),
     "ref": ("microgpt.ref.model", "RefEngine", ""),
     "numpy": ("microgpt.numpy_engine.model", "NumpyEngine", "pip install numpy"),
     "torch": ("microgpt.torch_engine.model", "TorchEngine", "pip install 'microgpt-lab[torch]'"),
 }
 
 # The default engine: the first of these that loads here (the reference engine always does).
-DEFAULT_ORDER = ("numpy", "ref")
+# The C engine is an optional compiled part of the install; NumPy is the fallback.
+DEFAULT_ORDER = ("c", "numpy", "ref")
 
 
 class EngineError(Exception):
@@ -106,6 +114,41 @@ class Engine(abc.ABC):
         how much position t attends to position s <= t (each row sums to 1)."""
         raise NotImplementedError(f"the {self.name} engine does not expose attention weights")
 
+    def train_steps(self, batches: list[list[list[int]]], lrs: list[float], t0: int) -> list[float]:
+        """Several training steps in one call: step i is forward_backward(batches[i]) then
+        adam_step(lrs[i], t0 + i). Returns the losses; at the first loss that is NaN or
+        infinite it stops WITHOUT that step's update (the weights stay the last good ones),
+        and that loss is the last one returned.
+
+        This loop is the definition; an engine that can do it faster (without a Python call
+        per step) overrides it, and the training loop then hands it several steps at once.
+        """
+        losses = []
+        for i, (batch, lr) in enumerate(zip(batches, lrs, strict=True)):
+            loss = self.forward_backward(batch)
+            losses.append(loss)
+            if not math.isfinite(loss):
+                break
+            self.adam_step(lr, t0 + i)
+        return losses
+
+    def generate(
+        self,
+        rng: Any,
+        count: int,
+        temperature: float,
+        max_new_tokens: int,
+        prompt: list[int],
+        top_k: int | None,
+        stop_after: int | None,
+        bos: int,
+    ) -> list[tuple[list[int], float, int, bool]] | None:
+        """Whole samples made inside the engine, as (tokens, logprob, predicted, ended): up to
+        `count` of them, each exactly what sample.generate_sample's loop makes with `rng`
+        (the same draws, and `rng` advanced alike). Fewer than `count`: the loop takes over
+        from there. None, as here: this engine has no such path, the loop makes them all."""
+        return None
+
     # --- hooks the training loop calls; engines that need them override the no-op ------------
     def agree_stop(self, signum: int) -> int:
         """Under a multi-process launch, the stop request all processes agree on (nonzero:
@@ -132,6 +175,28 @@ class Engine(abc.ABC):
         return total / count
 
 
+def check_params(
+    config: ModelConfig, vocab_size: int, params: dict[str, Tensor]
+) -> dict[str, tuple[int, int]]:
+    """The state_dict's shapes for this config (init.param_shapes, in the original's order),
+    once `params` is known to hold exactly those tensors in those shapes (else EngineError)."""
+    shapes = param_shapes(config, vocab_size)
+    missing = [k for k in shapes if k not in params]
+    if missing or len(params) != len(shapes):
+        extra = sorted(set(params) - set(shapes))
+        raise EngineError(
+            f"weights do not match the model config (missing {missing[:3]}, "
+            f"unexpected {extra[:3]}); use weights made for this config"
+        )
+    for name, shape in shapes.items():
+        if tuple(params[name].shape) != shape:
+            raise EngineError(
+                f"weight {name} has shape {tuple(params[name].shape)}, the config needs "
+                f"{shape}; use weights made for this config"
+            )
+    return shapes
+
+
 def default_engine() -> str:
     """The fastest engine this installation can load, in DEFAULT_ORDER."""
     for name in DEFAULT_ORDER:
@@ -153,6 +218,10 @@ def load_engine(name: str) -> type[Engine]:
     except ModuleNotFoundError as e:
         if e.name and (e.name == module_name or module_name.startswith(e.name + ".")):
             raise EngineError(f"the {name} engine is not part of this installation") from None
+        package = module_name.rsplit(".", 1)[0]
+        if e.name and e.name.startswith(package + "."):  # its compiled part was not built
+            raise EngineError(f"the {name} engine was not compiled in this installation; it "
+                              f"needs {install}") from None  # fmt: skip
         hint = f"; install it with: {install}" if install else ""
         raise EngineError(f"the {name} engine needs the {e.name!r} package{hint}") from None
     return getattr(module, class_name)

@@ -24,10 +24,14 @@ True
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
+
+try:  # NOTE: CPython's own BLAKE2b, not hashlib's import of OpenSSL (3.6 MB; see data.py)
+    from _blake2 import blake2b
+except ImportError:  # another Python
+    from hashlib import blake2b
 
 METADATA_KEY = "docs_fingerprint"
 FALSE_POSITIVE_RATE = 1e-5
@@ -40,7 +44,7 @@ class FingerprintError(ValueError):
 
 
 def _positions(doc: str, m: int, k: int) -> list[int]:
-    digest = hashlib.blake2b(doc.encode("utf-8"), digest_size=16).digest()
+    digest = blake2b(doc.encode("utf-8"), digest_size=16).digest()
     h1 = int.from_bytes(digest[:8], "little")
     h2 = int.from_bytes(digest[8:], "little") | 1  # odd: never a zero stride
     return [(h1 + i * h2) % m for i in range(k)]

@@ -49,7 +49,7 @@ def add_setup_flags(
                    help=f"computation engine (default: {engine_default}, the run's)")
     p.add_argument("--dtype", choices=DTYPES,
                    help="float precision of the engine (default: float64, which matches the "
-                   f"reference; float32 is faster, numpy engine only; {resumed}, the run's)")
+                   f"reference; float32 is faster: c, numpy, torch; {resumed}, the run's)")
     p.add_argument("--data", metavar="PATH",
                    help="UTF-8 text file (default: the names dataset); see --doc-mode")
     p.add_argument("--doc-mode", choices=DOC_MODES,

@@ -46,9 +46,16 @@ def probabilities(logits: list[float], temperature: float) -> list[float]:
 
 
 def log_softmax_at(logits: list[float], token_id: int) -> float:
-    """log p(token_id) under the model itself (temperature 1, no top-k), in nats."""
+    """log p(token_id) under the model itself (temperature 1, no top-k), in nats.
+
+    NOTE: summed left to right, as in `probabilities`, so that an engine generating whole
+    samples (Engine.generate) computes the same number on every Python version.
+    """
     top = max(logits)
-    return logits[token_id] - top - math.log(sum(math.exp(x - top) for x in logits))
+    total = 0.0
+    for x in logits:
+        total = total + math.exp(x - top)
+    return logits[token_id] - top - math.log(total)
 
 
 def top_k_logits(logits: list[float], k: int) -> list[float]:
@@ -136,7 +143,46 @@ def generate(
 def sample_lines(
     engine: Engine, tokenizer: Tokenizer, rng: random.Random, num_samples: int, temperature: float
 ):
-    """Yield the original's `sample  k: text` lines, one sample at a time."""
-    for sample_idx in range(num_samples):
-        text = tokenizer.decode(generate(engine, tokenizer, rng, temperature))
-        yield f"sample {sample_idx + 1:2d}: {text}"
+    """Yield the original's `sample  k: text` lines (the samples of `generate`, made in
+    chunks by generate_samples)."""
+    done = 0
+    while done < num_samples:
+        chunk = min(num_samples - done, GENERATE_CHUNK)
+        for s in generate_samples(engine, tokenizer, rng, chunk, temperature):
+            done += 1
+            yield f"sample {done:2d}: {s.text}"
+
+
+# Samples asked of an engine's own generation (Engine.generate) per call, at most.
+GENERATE_CHUNK = 1024
+
+
+def generate_samples(
+    engine: Engine,
+    tokenizer: Tokenizer,
+    rng: random.Random,
+    count: int,
+    temperature: float,
+    max_new_tokens: int | None = None,
+    prompt: list[int] | None = None,
+    top_k: int | None = None,
+    stop_after: int | None = None,
+) -> list[Sample]:
+    """`count` samples: exactly those of `count` calls of generate_sample (the same samples,
+    the same draws from `rng`), made by the engine in whole samples where it can
+    (Engine.generate: no Python call per token), else by the loop."""
+    block_size = engine.config.block_size
+    max_new = block_size if max_new_tokens is None else max_new_tokens
+    prompt = list(prompt or [])
+    out: list[Sample] = []
+    while len(out) < count:
+        want = min(count - len(out), GENERATE_CHUNK)
+        made = engine.generate(rng, want, temperature, max_new, prompt, top_k, stop_after,
+                               tokenizer.BOS)  # fmt: skip
+        for tokens, logprob, predicted, ended in made or ():
+            text = tokenizer.decode(prompt + tokens)
+            out.append(Sample(text, tokens, logprob, predicted, ended))
+        if made is None or len(made) < want:  # the loop makes the rest (or the next one)
+            out.append(generate_sample(engine, tokenizer, rng, temperature, max_new_tokens,
+                                       prompt, top_k, stop_after))  # fmt: skip
+    return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -146,6 +147,29 @@ class Trainer:
         tokens = sum(len(seq) - 1 for seq in batch)
         return StepResult(step=step + 1, loss=loss, lr=lr_t, tokens=tokens)
 
+    def steps(self, k: int) -> list[StepResult]:
+        """Up to `k` steps in one engine call (Engine.train_steps): the same batches, learning
+        rates and updates as `k` calls of `step`, without a Python round trip per step.
+
+        Returns the steps done. Fewer than asked means a loss came out NaN or infinite: that
+        step was not applied, and the next call should be `step`, which computes it again
+        and raises TrainingError.
+        """
+        first, total = self.step_count, self.train.num_steps
+        k = min(k, total - first)
+        windows = self.window_rng.getstate()
+        batches = [self.batch(first + i) for i in range(k)]
+        lrs = [learning_rate(self.optim, first + i, total) for i in range(k)]
+        losses = self.engine.train_steps(batches, lrs, first + 1)
+        done = len(losses) - (1 if losses and not math.isfinite(losses[-1]) else 0)
+        if done < k:  # the steps not done draw their windows again when they come
+            self.window_rng.setstate(windows)
+            for i in range(done):
+                self.batch(first + i)
+        self.step_count = first + done
+        tokens = [sum(map(len, batch)) - len(batch) for batch in batches]  # predicted
+        return [StepResult(first + i + 1, losses[i], lrs[i], tokens[i]) for i in range(done)]
+
     def checkpoint(self) -> ckpt_io.Checkpoint:
         """Everything needed to sample from, or continue, this run.
 
@@ -257,6 +281,31 @@ def resume_trainer(
     )
 
 
+# A chunk of steps handed to an engine at once (Trainer.steps) lasts about this long, its
+# hooks included, so that a stop request (Ctrl-C) is seen within it; and holds at most
+# CHUNK_STEPS steps (past a few hundred, a longer chunk saves nothing: it only holds more
+# batches in memory at once).
+CHUNK_SECONDS = 0.05
+CHUNK_STEPS = 256
+
+
+def multi_step(engine: Engine) -> bool:
+    """Whether the engine trains several steps per call faster than one at a time (it
+    overrides Engine.train_steps); the others are handed one step at a time."""
+    return type(engine).train_steps is not Engine.train_steps
+
+
+def steps_to_event(trainer: Trainer, eval_every: int, checkpoint_every: int) -> int:
+    """Steps from now up to and including the next one after which something happens: an
+    evaluation, a periodic checkpoint, or the last step."""
+    done, due = trainer.step_count, [trainer.train.num_steps]
+    if trainer.val_docs and eval_every:
+        due.append((done // eval_every + 1) * eval_every)
+    if checkpoint_every:
+        due.append((done // checkpoint_every + 1) * checkpoint_every)
+    return min(due) - done
+
+
 def run(
     trainer: Trainer,
     *,
@@ -274,14 +323,13 @@ def run(
     one (when there are held-out documents), `on_eval(step, evaluation, is_best)`; then,
     every `checkpoint_every` steps, `on_checkpoint("periodic")`. At the end
     `on_checkpoint("final")`, or `on_checkpoint("stop")` when stopped early.
-    `should_stop` is asked before every step (a signal handler sets what it reads).
+    `should_stop` is asked before every step, or, with an engine that trains several steps
+    per call (multi_step), before every chunk of steps: a chunk never has an evaluation or
+    a checkpoint inside it, and lasts about CHUNK_SECONDS (a signal handler sets what
+    should_stop reads; the request is seen within that time).
     """
-    while not trainer.done:
-        if should_stop is not None and should_stop():
-            if on_checkpoint is not None:
-                on_checkpoint("stop")
-            return False
-        result = trainer.step()
+
+    def after_step(result: StepResult) -> None:
         if on_step is not None:
             on_step(result)
         step = result.step
@@ -300,6 +348,26 @@ def run(
         if checkpoint_every and step % checkpoint_every == 0 and not last:
             if on_checkpoint is not None:
                 on_checkpoint("periodic")
+
+    multi = multi_step(trainer.engine)
+    chunk = 1  # steps in the next engine call
+    while not trainer.done:
+        if should_stop is not None and should_stop():
+            if on_checkpoint is not None:
+                on_checkpoint("stop")
+            return False
+        k = min(chunk, steps_to_event(trainer, eval_every, checkpoint_every))
+        started = time.perf_counter()
+        results = trainer.steps(k) if k > 1 else [trainer.step()]
+        for result in results:
+            after_step(result)
+        if len(results) < k:  # a diverged step: computed again, it raises TrainingError
+            results.append(trainer.step())
+            after_step(results[-1])
+        if multi:  # the next chunk: twice this one at most, about CHUNK_SECONDS long
+            per_step = (time.perf_counter() - started) / len(results)
+            fit = int(CHUNK_SECONDS / max(per_step, 1e-9))
+            chunk = max(1, min(2 * len(results), fit, CHUNK_STEPS))
     if on_checkpoint is not None:
         on_checkpoint("final")
     return True

@@ -21,7 +21,6 @@ written atomically, so a failed export leaves nothing half-written.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import checkpoint as ckpt_io
+from ..data import sha256_bytes
 from ..version import __version__
 from .measure import PEAK_RSS, engine_loss, eval_docs
 from .quantize import QUANTIZATIONS, ExportError, Quantized, quantize
@@ -411,7 +411,7 @@ def export(
         if header_path == out_path:
             raise ExportError(f"--out {str(out)!r} ends in .h; name the C file, e.g. model.c")
     ckpt = ckpt_io.load(checkpoint)
-    digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+    digest = sha256_bytes(Path(checkpoint).read_bytes())
     q = quantize(ckpt.params, quantize_mode)
     report = Report(
         fmt,

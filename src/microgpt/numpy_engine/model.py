@@ -24,8 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import ModelConfig, OptimConfig
-from ..engine import Engine, EngineError
-from ..init import param_shapes
+from ..engine import Engine, EngineError, check_params
 from ..tensor import Tensor
 from . import layers as L
 
@@ -134,22 +133,10 @@ class NumpyEngine(Engine):
     ):
         super().__init__(config, optim, vocab_size, params, dtype)
         self.np_dtype = np.dtype(dtype)
-        self.shapes = param_shapes(config, vocab_size)  # the original's state_dict order
-        missing = [k for k in self.shapes if k not in params]
-        if missing or len(params) != len(self.shapes):
-            extra = sorted(set(params) - set(self.shapes))
-            raise EngineError(
-                f"weights do not match the model config (missing {missing[:3]}, "
-                f"unexpected {extra[:3]}); use weights made for this config"
-            )
+        self.shapes = check_params(config, vocab_size, params)  # the state_dict's order
         self.offsets: dict[str, tuple[int, int]] = {}
         size = 0
         for name, (nout, nin) in self.shapes.items():
-            if tuple(params[name].shape) != (nout, nin):
-                raise EngineError(
-                    f"weight {name} has shape {tuple(params[name].shape)}, the config needs "
-                    f"{(nout, nin)}; use weights made for this config"
-                )
             self.offsets[name] = (size, size + nout * nin)
             size += nout * nin
         self.flat = np.empty(size, dtype=self.np_dtype)  # every weight
