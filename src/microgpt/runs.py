@@ -26,14 +26,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import checkpoint as ckpt_io
-from . import rundir
+from . import resources, rundir
 from .config import ConfigError, ModelConfig, OptimConfig, Preset, TrainConfig, get_preset, to_dict
 from .data import (
+    DATA_HINT,
     DataError,
+    Documents,
+    characters,
+    check_data_file,
     default_names_path,
     load_docs,
-    read_text,
-    split_documents,
+    read_documents,
     split_validation,
 )
 from .draw import Draw, SampleConfig
@@ -215,6 +218,56 @@ class Run:
         }
 
 
+class Memory:
+    """A run's memory, checked before anything big is allocated: the engine's estimate for
+    the model and batch (from the configs alone, so an impossible --n-embd or --batch-size
+    is refused at once), then the documents, read within what the model leaves free and
+    checked again with the vocabulary they bring."""
+
+    def __init__(self, engine_cls: type[Engine], model: ModelConfig, batch_size: int, dtype: str,
+                 vocab_size: int | None = None, fixed: bool = False):  # fmt: skip
+        self.engine_cls, self.model, self.batch_size, self.dtype = (
+            engine_cls, model, batch_size, dtype)  # fmt: skip
+        self.vocab_size = vocab_size  # None: not known before the documents are read
+        self.fixed = fixed  # a saved run's (resume): its sizes cannot be lowered
+
+    def parts(self, vocab_size: int, documents: int = 0) -> dict[str, int]:
+        estimate = self.engine_cls.memory_estimate
+        weights = estimate(self.model, vocab_size, 0, self.dtype)  # no batch: the weights
+        return {
+            "weights and Adam": weights,
+            "activations": estimate(self.model, vocab_size, self.batch_size, self.dtype) - weights,
+            "documents": documents,
+        }
+
+    def check(self, vocab_size: int, documents: int = 0) -> None:
+        need = self.parts(vocab_size, documents)
+        resources.check(need, self.lower(need, vocab_size))
+
+    def lower(self, need: dict[str, int], vocab_size: int) -> str:
+        """The flags that shrink the part that needs the most."""
+        biggest = max(need, key=need.get)
+        if biggest == "documents":
+            return "the data: train on a smaller file"
+        if self.fixed:
+            return "what else uses memory here: a saved run's sizes cannot change on resume"
+        if biggest == "activations":
+            return "--batch-size or --block-size"
+        vocab = f" (or the vocabulary: {vocab_size - 1:,} characters)" if vocab_size > 1000 else ""
+        return f"--n-embd, --n-layer or --block-size{vocab}"
+
+    def read_docs(self, path: Path, rng: random.Random, doc_mode: str,
+                  hint: str = DATA_HINT) -> tuple[Documents, str]:  # fmt: skip
+        """The shuffled documents and the file's sha256, if they and the model fit."""
+        size = check_data_file(path, hint).st_size
+        vocab = self.vocab_size or 2  # the fewest: one character and BOS
+        self.check(vocab, size // 4)  # a character is at most 4 bytes of UTF-8
+        model = sum(self.parts(vocab).values())
+        docs, digest = load_docs(path, rng, doc_mode, hint, resources.budget(model))
+        self.check(self.vocab_size or len(characters(docs)) + 1, docs.nbytes)
+        return docs, digest
+
+
 def start(
     spec: RunSpec,
     out: str | os.PathLike | None = None,
@@ -237,7 +290,8 @@ def start(
     engine_cls, engine_name, dtype, kwargs = spec.engine.build()
     rng = random.Random(train.seed)  # Let there be order among chaos
     data_path = Path(spec.data) if spec.data is not None else default_names_path()
-    docs, data_sha256 = load_docs(data_path, rng, train.doc_mode)
+    memory = Memory(engine_cls, model, train.batch_size, dtype)
+    docs, data_sha256 = memory.read_docs(data_path, rng, train.doc_mode)
     train_docs, val_docs = split_validation(docs, train.val_fraction)
     if show is not None:
         show(f"num docs: {len(docs)}")
@@ -268,7 +322,23 @@ def resume(spec: ResumeSpec, write: bool = True) -> Run:
     sha256) unless `spec.allow_data_change`. With `write`, the run's directory continues:
     metrics past the checkpoint are dropped, and new ones and checkpoints are written there.
     """
-    ckpt_path = rundir.check_resumable(spec.run)
+    ckpt_path = rundir.check_resumable(spec.run, in_place=write)
+    lock = None
+    if write:  # one writer: held from before the checkpoint is read until the run ends
+        flag = f"--resume {str(spec.run)!r}"
+        lock = rundir.Lock.acquire(ckpt_path.parent, flag)
+    try:
+        if write:
+            rundir.check_in_place(ckpt_path.parent, flag)
+        run = _resume(spec, ckpt_path, lock, write)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return run
+
+
+def _resume(spec: ResumeSpec, ckpt_path: Path, lock, write: bool) -> Run:
     ckpt = ckpt_io.load(ckpt_path)
     if ckpt.adam_m is None or ckpt.adam_v is None:
         raise ckpt_io.CheckpointError(
@@ -287,10 +357,16 @@ def resume(spec: ResumeSpec, write: bool = True) -> Run:
         saved.checkpoint_every if spec.checkpoint_every is None else spec.checkpoint_every
     )
     check_loop(eval_every, checkpoint_every)
+    kept = rundir.kept_metrics(ckpt_path.parent, ckpt.step) if write else b""
     engine_cls, engine_name, dtype, kwargs = spec.engine.build(saved.engine, saved.dtype)
     data_path = run_data_path(ckpt, spec.data)
+    hint = DATA_HINT
+    if spec.data is None and saved.data_path is not None:
+        hint = "the run recorded this path; if the file moved, give its new path with --data"
+    memory = Memory(engine_cls, ckpt.model, train.batch_size, dtype,
+                    vocab_size=ckpt.tokenizer.vocab_size, fixed=True)  # fmt: skip
     rng = random.Random(train.seed)  # the same shuffle, hence the same documents in order
-    docs, data_sha256 = load_docs(data_path, rng, train.doc_mode)
+    docs, data_sha256 = memory.read_docs(data_path, rng, train.doc_mode, hint)
     if saved.data_sha256 and saved.data_sha256 != data_sha256 and not spec.allow_data_change:
         raise DataError(
             f"data file {str(data_path)!r} is not the one this run trained on (sha256 "
@@ -306,7 +382,8 @@ def resume(spec: ResumeSpec, write: bool = True) -> Run:
     )  # fmt: skip
     run = Run(trainer, get_preset(ckpt.preset), engine_name, resumed_from=ckpt_path)
     if write:
-        run.dir = rundir.RunDir.reopen(ckpt_path.parent, ckpt.step, run.config_record())
+        run.dir = rundir.RunDir.reopen(ckpt_path.parent, ckpt.step, run.config_record(), lock,
+                                       kept)  # fmt: skip
     return run
 
 
@@ -373,16 +450,27 @@ def train(
             should_stop=should_stop,
         )  # fmt: skip
     except TrainingError as e:
-        if out is not None and out.saved_step is not None:
-            kept = f"the last good checkpoint, {out.latest} (step {out.saved_step}), is kept"
-        elif out is not None:
-            kept = "no checkpoint was written yet (add --checkpoint-every N to keep one)"
-        else:
-            kept = "nothing was saved (no --out DIR)"
-        raise TrainingError(f"{e}; {kept}") from None
+        raise TrainingError(f"{e}; {kept_after_failure(run)}") from None
     finally:
         if out is not None:
             out.close()
+
+
+def kept_after_failure(run: Run) -> str:
+    """What a run that failed leaves, for the end of its error message."""
+    out = run.dir
+    if out is None:
+        return "nothing was saved (no --out DIR)"
+    if out.saved_step is not None:
+        return f"the last good checkpoint, {out.latest} (step {out.saved_step}), is kept"
+    if out.best_step is not None:
+        return f"the best checkpoint, {out.best} (step {out.best_step}), is kept"
+    if out.replacing:
+        return f"no checkpoint was written yet, so {out.path} keeps the run that was there"
+    if run.checkpoint_every:
+        return (f"no checkpoint was written yet (the first was due at step "
+                f"{run.checkpoint_every}); nothing was left in {out.path}")  # fmt: skip
+    return "no checkpoint was written yet (add --checkpoint-every N to keep one)"
 
 
 class StopSignals:
@@ -421,14 +509,12 @@ class StopSignals:
 
 
 def scoring_docs(ckpt: ckpt_io.Checkpoint, data: str | os.PathLike,
-                 doc_mode: str | None = None) -> list[str]:  # fmt: skip
+                 doc_mode: str | None = None) -> Documents:  # fmt: skip
     """The documents a checkpoint is scored on in a file: split as the model was trained
-    (the doc mode its train config stores), or by `doc_mode`; in file order."""
+    (the doc mode its train config stores), or by `doc_mode`; in file order. They are read
+    within the memory left free."""
     mode = doc_mode or ckpt.train.doc_mode
-    docs = split_documents(read_text(data)[0], mode)
-    if not docs:
-        raise DataError(f"data file {str(data)!r} holds no documents")
-    return docs
+    return read_documents(data, mode, budget=resources.budget(0))[0]
 
 
 class Model:
@@ -499,12 +585,18 @@ class Model:
         if type(batch_size) is not int or batch_size < 1:
             raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}")
         docs = data if isinstance(data, list) else scoring_docs(self.checkpoint, data, doc_mode)
-        missing = self.tokenizer.unknown("".join(docs))
+        missing = sorted(characters(docs) - set(self.tokenizer.uchars))
         if missing:
             where = "the documents" if isinstance(data, list) else str(data)
             shown = ", ".join(repr(ch) for ch in missing[:10])
             raise TokenizerError(f"{where} has characters not in the model's vocabulary: "
                                  f"{shown}; evaluate on text like the training data")  # fmt: skip
+        estimate = type(self.engine).memory_estimate
+        config, vocab, dtype = self.engine.config, self.tokenizer.vocab_size, self.engine.dtype
+        chars = len(docs.chars) if isinstance(docs, Documents) else sum(map(len, docs))
+        batch = min(batch_size, len(docs) + chars // config.block_size + 1)  # >= the windows
+        extra = estimate(config, vocab, batch, dtype) - estimate(config, vocab, 1, dtype)
+        resources.check({"activations": extra}, "--batch-size")
         return evaluate(self.engine, self.tokenizer, docs, batch_size=batch_size)
 
 
@@ -513,6 +605,8 @@ def model_from_checkpoint(
 ) -> Model:
     """`ckpt`'s model on an engine; `params` replaces its weights (e.g. dequantized ones)."""
     engine_cls, _, dtype, kwargs = (engine or EngineSpec()).build()
+    need = engine_cls.memory_estimate(ckpt.model, ckpt.tokenizer.vocab_size, 1, dtype)
+    resources.check({"the model": need}, "what else uses memory here (or use --dtype float32)")
     weights = ckpt.params if params is None else params
     eng = engine_cls(ckpt.model, ckpt.optim, ckpt.tokenizer.vocab_size, weights, dtype=dtype,
                      **kwargs)  # fmt: skip
