@@ -11,7 +11,11 @@ milliseconds, instead of letting it grow until the kernel's OOM killer ends it.
 from __future__ import annotations
 
 import os
-import resource
+
+try:
+    import resource
+except ImportError:  # not POSIX
+    resource = None
 
 from .config import ConfigError
 
@@ -56,6 +60,8 @@ def _cgroup_available() -> int | None:
 
 def _rlimit_available() -> int | None:
     """What RLIMIT_AS (ulimit -v) leaves of this process's address space."""
+    if resource is None:
+        return None
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft == resource.RLIM_INFINITY:
         return None
@@ -83,7 +89,8 @@ def size(n: int) -> str:
     return f"{n / 2**10:,.1f} KiB"
 
 
-def check(need: dict[str, int], lower: str, available: int | None = None) -> None:
+def check(need: dict[str, int], lower: str, available: int | None = None,
+          error: type[Exception] = ResourceError) -> None:  # fmt: skip
     """Refuse a run whose parts (`need`: what -> bytes) do not fit in the memory available,
     saying what to `lower` (e.g. "--n-embd, --block-size or --batch-size")."""
     available = available_memory() if available is None else available
@@ -93,7 +100,7 @@ def check(need: dict[str, int], lower: str, available: int | None = None) -> Non
     if total + MARGIN <= available:
         return
     parts = ", ".join(f"{what} {size(n)}" for what, n in need.items() if n)
-    raise ResourceError(
+    raise error(
         f"this needs about {size(total)} of memory ({parts}) and {size(available)} is "
         f"available; lower {lower}"
     )

@@ -21,7 +21,7 @@ import dataclasses
 import os
 import random
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -573,7 +573,7 @@ class Model:
 
     def evaluate(
         self,
-        data: str | os.PathLike | list[str],
+        data: str | os.PathLike | Sequence[str],
         doc_mode: str | None = None,
         batch_size: int = 32,
     ) -> Evaluation:
@@ -584,10 +584,11 @@ class Model:
         """
         if type(batch_size) is not int or batch_size < 1:
             raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}")
-        docs = data if isinstance(data, list) else scoring_docs(self.checkpoint, data, doc_mode)
+        is_file = isinstance(data, (str, os.PathLike))
+        docs = scoring_docs(self.checkpoint, data, doc_mode) if is_file else data
         missing = sorted(characters(docs) - set(self.tokenizer.uchars))
         if missing:
-            where = "the documents" if isinstance(data, list) else str(data)
+            where = str(data) if is_file else "the documents"
             shown = ", ".join(repr(ch) for ch in missing[:10])
             raise TokenizerError(f"{where} has characters not in the model's vocabulary: "
                                  f"{shown}; evaluate on text like the training data")  # fmt: skip
