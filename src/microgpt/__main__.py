@@ -46,13 +46,30 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _stdout_fails() -> bool:
-    """Whether what is buffered for stdout cannot be written (a full disk, /dev/full)."""
-    try:
-        sys.stdout.flush()
-    except OSError:
-        return True
-    return False
+class _Stdout:
+    """sys.stdout, whose failure to write (a full disk, /dev/full) is a WriteError: one
+    line, instead of a traceback now or an "Exception ignored" at exit."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _guard(self, method, *args):
+        try:
+            return method(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            _drop_stdout()
+            raise WriteError(f"cannot write to standard output: {describe(e)}") from None
+
+    def write(self, text: str) -> int:
+        return self._guard(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._guard(self._stream.flush)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def _drop_stdout() -> None:
@@ -60,7 +77,7 @@ def _drop_stdout() -> None:
     report the same failure again (the Python docs' advice for a closed pipe)."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, sys.__stdout__.fileno())
     except (OSError, ValueError, AttributeError):  # not a real file (tests): nothing to do
         pass
 
@@ -71,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:  # started: Python's again
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    stdout, sys.stdout = sys.stdout, _Stdout(sys.stdout)
     try:
         args = build_parser().parse_args(argv)
         code = args.func(args)
@@ -85,14 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `microgpt train | head`
         _drop_stdout()
         return 1
-    except OSError as e:
-        if _stdout_fails():
-            _drop_stdout()
-            say(f"microgpt: error: cannot write to standard output: {describe(e)}")
-            return 2
+    except OSError as e:  # one we did not foresee: still one line
         where = f" ({e.filename})" if e.filename else ""
         say(f"microgpt: error: {describe(e)}{where}")
         return 1
+    finally:
+        if isinstance(sys.stdout, _Stdout):
+            sys.stdout = stdout
 
 
 def run() -> None:

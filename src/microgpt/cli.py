@@ -29,6 +29,7 @@ from .flags import (
     add_model_engine_flags,
     add_setup_flags,
     engine_spec,
+    require_paths,
     resume_spec,
     run_spec,
     say,
@@ -76,10 +77,7 @@ def cmd_train(args) -> int:
     launch = distributed.from_env()
     if args.allow_data_change and not args.resume:
         raise UsageError("--allow-data-change only applies with --resume DIR")
-    if args.resume is not None and not args.resume:
-        raise UsageError("--resume needs a run directory, got ''")
-    if args.out is not None and not args.out:
-        raise UsageError("--out needs a directory, got ''")
+    require_paths(args, "resume", "out", "data")
     spec = resume_spec(args, args.resume) if args.resume else run_spec(args)
     writes = launch.is_main  # under torchrun, rank 0 alone writes files and prints
     if launch.distributed:
@@ -247,6 +245,7 @@ def add_sample_parser(sub) -> None:
 
 
 def cmd_sample(args) -> int:
+    require_paths(args, "checkpoint")
     model = runs.load_model(args.checkpoint, engine_spec(args))
     draw = model.draw(
         args.num_samples, prompt=args.prompt, temperature=args.temperature, top_k=args.top_k,
@@ -301,6 +300,7 @@ def add_eval_parser(sub) -> None:
 
 def cmd_eval(args) -> int:
     """Scored through `Model.evaluate`, as `microgpt.load(ckpt).evaluate(path)` scores."""
+    require_paths(args, "checkpoint", "data")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be a positive integer, got {args.batch_size}")
     model = runs.load_model(args.checkpoint, engine_spec(args))

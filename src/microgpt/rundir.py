@@ -327,30 +327,35 @@ class RunDir:
         self._metrics.write(json.dumps(clean) + "\n")
 
     def save(self, ckpt: ckpt_io.Checkpoint, best: bool = False) -> None:
-        """Write the latest checkpoint (or the best-validation one); the first one commits
-        the run's staged files."""
-        ckpt_io.save(self.best if best else self.latest, ckpt)
+        """Write the latest checkpoint (or the best-validation one). The first one commits the
+        run: the latest checkpoint is always written then (a best one too), so a run folder
+        that holds a run can always be resumed."""
+        if self.committed:
+            ckpt_io.save(self.best if best else self.latest, ckpt)
+        else:
+            data = ckpt_io.encode(ckpt)
+            if best:  # staged like the others: it may replace the old run's best
+                self._staged.append((files.write_temp(self.best, data), self.best))
+            ckpt_io.write_atomic(self.latest, data)  # the commit: the new run is on disk
+            self.saved_step = ckpt.step
+            self._commit()
         if best:
             self.best_step = ckpt.step
         else:
             self.saved_step = ckpt.step
-        if not self.committed:
-            self._commit(wrote=BEST if best else LATEST)
 
-    def _commit(self, wrote: str) -> None:
-        """The first checkpoint is on disk: the staged files replace the old ones, and the
-        files of a replaced run that this run has not written yet go."""
+    def _commit(self) -> None:
+        """The first checkpoint is on disk: the staged files replace the old ones, and a
+        replaced run's best checkpoint, if this run has none, goes."""
         metrics_target = self.path / METRICS
         for tmp, target in self._staged:
             if target == metrics_target:
                 self._metrics.sync()
                 self._metrics.close()
             files.replace(tmp, target)
+        if self.replacing and self.best not in [target for _, target in self._staged]:
+            files.remove(self.best)
         self._staged = []
-        if self.replacing:
-            for name in (LATEST, BEST):
-                if name != wrote:
-                    files.remove(self.path / name)
         self.committed = True
         self.replacing = False
         if self._metrics is not None and self._metrics.fd < 0:

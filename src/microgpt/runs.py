@@ -27,7 +27,16 @@ from pathlib import Path
 
 from . import checkpoint as ckpt_io
 from . import resources, rundir
-from .config import ConfigError, ModelConfig, OptimConfig, Preset, TrainConfig, get_preset, to_dict
+from .config import (
+    MAX_STEPS,
+    ConfigError,
+    ModelConfig,
+    OptimConfig,
+    Preset,
+    TrainConfig,
+    get_preset,
+    to_dict,
+)
 from .data import (
     DATA_HINT,
     DataError,
@@ -46,6 +55,7 @@ from .fingerprint import Fingerprint, FingerprintError
 from .init import num_params
 from .report import Report, make_report
 from .sample import Sample
+from .schema import Int, SchemaError
 from .tokenizer import TokenizerError
 from .train import StepResult, Trainer, TrainingError, new_trainer, resume_trainer
 from .train import run as run_loop
@@ -128,6 +138,8 @@ class RunSpec:
         for config in (model, optim, train):
             config.validate()
         check_loop(self.eval_every, self.checkpoint_every)
+        if self.data == "":
+            raise ConfigError("--data needs a file, got ''")
         if self.eval_every and not train.val_fraction:
             raise ConfigError(
                 "--eval-every needs held-out documents; add --val-fraction F (e.g. 0.1)"
@@ -158,9 +170,13 @@ def _replace(config, **values):
 
 
 def check_loop(eval_every: int, checkpoint_every: int) -> None:
+    """The loop's options: every N steps (0: off), stored in checkpoints as the steps are."""
     for name, value in (("eval-every", eval_every), ("checkpoint-every", checkpoint_every)):
-        if type(value) is not int or value < 0:
-            raise ConfigError(f"--{name} must be an integer >= 0 (0 turns it off), got {value!r}")
+        rule = f"an integer >= 0 (0 turns it off; at most {MAX_STEPS})"
+        try:
+            Int(0, MAX_STEPS, f"--{name}", rule=rule)(value)
+        except SchemaError as e:
+            raise ConfigError(str(e)) from None
 
 
 # --- a run ------------------------------------------------------------------------------------
@@ -251,8 +267,8 @@ class Memory:
             return "the data: train on a smaller file"
         if self.fixed:
             return "what else uses memory here: a saved run's sizes cannot change on resume"
-        if biggest == "activations":
-            return "--batch-size or --block-size"
+        if biggest == "activations":  # they grow with every size: the batch's first
+            return "--batch-size, --block-size, --n-embd or --n-layer"
         vocab = f" (or the vocabulary: {vocab_size - 1:,} characters)" if vocab_size > 1000 else ""
         return f"--n-embd, --n-layer or --block-size{vocab}"
 
