@@ -196,6 +196,7 @@ def save(path: str | os.PathLike, ckpt: Checkpoint) -> None:
 # --- the metadata schema ---------------------------------------------------------------------
 
 MAX_VOCAB = 0x110000  # every Unicode code point
+ENGINE_NAME = "[A-Za-z_][A-Za-z0-9_]{0,31}"  # ASCII: \\w would take "²" for a digit
 
 
 class RngState(Check):
@@ -259,7 +260,7 @@ METADATA: dict[str, tuple[Check, bool]] = {
     "rng_state": (Json(RngState()), False),
     "window_rng_state": (Json(RngState().named("window_rng_state")), False),
     # the RunRecord
-    "engine": (Text("engine", pattern=r"[A-Za-z_]\w{0,31}", rule="an engine name"), False),
+    "engine": (Text("engine", pattern=ENGINE_NAME, rule="an engine name"), False),
     "dtype": (Text("dtype", choices=DTYPES), False),
     "data_path": (Text("data_path", max_len=4096, pattern=r"[^\x00]+", rule="a file path"), False),
     "data_sha256": (Text("data_sha256", pattern="[0-9a-f]{64}", rule="a sha256 hex digest"), False),

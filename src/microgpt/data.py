@@ -34,6 +34,7 @@ from pathlib import Path
 
 from . import files
 from .config import DOC_MODES  # lines, paragraphs, text
+from .resources import size
 
 NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/refs/heads/master/names.txt"
 NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
@@ -394,16 +395,12 @@ class _Builder:
         if used > self.budget:
             whole = used * self.size // max(self.read, 1)
             raise DataError(
-                f"data file {self.name!r} needs about {mib(whole)} of memory for its documents "
-                f"and {mib(self.budget)} is free for them; use a smaller file (or free memory)"
+                f"data file {self.name!r} needs about {size(whole)} of memory for its documents "
+                f"and {size(self.budget)} is free for them; use a smaller file (or free memory)"
             )
 
     def documents(self) -> Documents:
         return Documents(self.chars, self.bounds, frozenset(self.charset))
-
-
-def mib(n: int) -> str:
-    return f"{n / 2**20:,.0f} MiB" if n < 10 * 2**30 else f"{n / 2**30:,.1f} GiB"
 
 
 # --- splitting text into documents ------------------------------------------------------------
@@ -426,12 +423,6 @@ def _lines_of(chunks: Iterable[str]) -> Iterator[list[str]]:
     yield ["".join(pending)]
 
 
-def _split_lines(chunks: Iterable[str]) -> Iterator[list[str]]:
-    """The original's documents: the non-empty stripped lines."""
-    for lines in _lines_of(chunks):
-        yield list(filter(None, map(str.strip, lines)))  # C loops: tens of millions of lines
-
-
 def _split_paragraphs(chunks: Iterable[str]) -> Iterator[list[str]]:
     """Blank-line separated blocks (e.g. tinyshakespeare's speeches), inner newlines kept,
     each line's trailing whitespace removed."""
@@ -449,7 +440,25 @@ def _split_paragraphs(chunks: Iterable[str]) -> Iterator[list[str]]:
         yield [b for b in ["\n".join(current).strip()] if b]
 
 
-def _fill(builder: _Builder, chunks: Iterable[str], mode: str, on_read=None) -> None:
+def _split_lines(chunks: Iterable[str]) -> Iterator[list[str]]:
+    """The original's documents: the non-empty stripped lines."""
+    for lines in _lines_of(chunks):
+        yield list(filter(None, map(str.strip, lines)))  # C loops: tens of millions of lines
+
+
+def load_docs(
+    path: str | os.PathLike,
+    rng: random.Random,
+    mode: str = "lines",
+    hint: str = DATA_HINT,
+    budget: int | None = None,
+) -> tuple[Documents, str]:
+    """Documents of a file, shuffled with `rng` (the run's first draw); and the file's sha256."""
+    docs, digest = read_documents(path, mode, hint, budget)
+    return docs.shuffled(rng), digest
+
+
+def _fill(builder: _Builder, chunks: Iterable[str], mode: str) -> None:
     if mode == "text":  # one document, the whole text (unless it is all whitespace)
         blank = True
         for text in chunks:
@@ -506,18 +515,6 @@ def read_documents(
     if not len(docs):
         raise DataError(f"data file {stream.name!r} holds no documents (empty or only whitespace)")
     return docs, stream.sha256
-
-
-def load_docs(
-    path: str | os.PathLike,
-    rng: random.Random,
-    mode: str = "lines",
-    hint: str = DATA_HINT,
-    budget: int | None = None,
-) -> tuple[Documents, str]:
-    """Documents of a file, shuffled with `rng` (the run's first draw); and the file's sha256."""
-    docs, digest = read_documents(path, mode, hint, budget)
-    return docs.shuffled(rng), digest
 
 
 def split_validation(docs: Sequence[str], fraction: float) -> tuple[Sequence[str], Sequence[str]]:

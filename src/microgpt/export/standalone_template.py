@@ -7,7 +7,6 @@ import math
 import os
 import random
 import struct
-import sys
 
 CONFIG = {"n_layer": 1, "n_embd": 16, "n_head": 4, "block_size": 16, "mlp": "relu"}
 VOCAB = "ab"  # token i is VOCAB[i]; BOS = len(VOCAB) begins and ends a sample
@@ -117,9 +116,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     if set(a.prompt) - set(VOCAB) or len(a.prompt) >= CONFIG["block_size"]:
         p.error(f"--prompt takes fewer than {CONFIG['block_size']} characters of {VOCAB!r}")
-    t = a.temperature  # 0 or >= 0.001 (microgpt's MIN_TEMPERATURE): 1/t must not overflow
-    if min(a.num_samples, a.top_k) < 0 or not (t == 0 or 1e-3 <= t < math.inf):
-        p.error("--num-samples and --top-k must be >= 0, --temperature 0 (greedy) or >= 0.001")
+    if min(a.num_samples, a.top_k) < 0 or not (a.temperature == 0 or 1e-3 <= a.temperature < 1e99):
+        p.error("--num-samples, --top-k >= 0; --temperature 0 or >= 0.001")
     sd, rng, prompt = load_weights(), random.Random(a.seed), [VOCAB.index(c) for c in a.prompt]
     for i in range(a.num_samples):
         ids = generate(sd, rng, a.temperature, a.top_k, prompt)
@@ -129,6 +127,5 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except BrokenPipeError:  # `python this.py | head`: the reader has gone, so do we, quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
+    except BrokenPipeError:
+        os._exit(1)  # | head
