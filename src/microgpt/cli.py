@@ -87,15 +87,18 @@ def cmd_train(args) -> int:
             stack.enter_context(contextlib.redirect_stdout(open(os.devnull, "w")))  # noqa: SIM115
         if args.resume:
             run = runs.resume(spec, write=writes)
-            if not args.quiet:
-                say(f"resuming {run.resumed_from} at step {run.trainer.step_count} of "
-                    f"{run.trainer.train.num_steps}")  # fmt: skip
         else:
             run = runs.start(spec, out=args.out if writes else None, force=args.force,
                              show=print)  # fmt: skip
-            if run.trainer.val_docs and not args.quiet:
-                say(f"validation: {len(run.trainer.val_docs)} held-out document(s), "
-                    f"{len(run.trainer.docs)} for training")  # fmt: skip
+        stack.callback(run.close)  # e.g. Ctrl-C before training: the folder as it was
+        if args.quiet:
+            pass
+        elif args.resume:
+            say(f"resuming {run.resumed_from} at step {run.trainer.step_count} of "
+                f"{run.trainer.train.num_steps}")  # fmt: skip
+        elif run.trainer.val_docs:
+            say(f"validation: {len(run.trainer.val_docs)} held-out document(s), "
+                f"{len(run.trainer.docs)} for training")  # fmt: skip
         return train_and_sample(args, run, writes)
 
 

@@ -192,6 +192,12 @@ class Run:
     dir: rundir.RunDir | None = None
     resumed_from: Path | None = None  # the checkpoint a resumed run continues
 
+    def close(self) -> None:
+        """Let go of the run's directory (its lock). `train` does this when it ends; a run
+        that never reached its first checkpoint leaves the folder as it found it."""
+        if self.dir is not None:
+            self.dir.close()
+
     @property
     def eval_every(self) -> int:
         return self.trainer.record.eval_every
