@@ -38,9 +38,10 @@ GiB = 2**30
 PEAK = textwrap.dedent(
     """
     import resource, sys
-    limit = int(sys.argv[1])
+    limit, (_, hard) = int(sys.argv[1]), resource.getrlimit(resource.RLIMIT_AS)
     if limit:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        soft = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
     from microgpt.__main__ import main
     try:
         code = main(sys.argv[2:])
@@ -241,6 +242,51 @@ def test_the_memory_estimate_bounds_what_each_engine_allocates(engine):
         estimate = cls.memory_estimate(config, V, B, "float64")
         assert peak <= estimate + 2**20, (C, L, T, B, V, peak, estimate)
         assert estimate <= 3 * peak + 2**20, (C, L, T, B, V, peak, estimate)
+
+
+# torch allocates outside tracemalloc's view: the growth of the process's peak resident memory
+# from a warmed-up torch (its own one-time allocations excluded) is measured instead
+TORCH_GROWTH = textwrap.dedent(
+    """
+    import random, sys
+    import torch
+    from microgpt.config import ModelConfig, OptimConfig
+    from microgpt.engine import load_engine
+    from microgpt.init import init_params
+
+    def status(key):
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
+
+    torch.set_num_threads(1)
+    cls = load_engine("torch")
+    C, L, T, B, V = map(int, sys.argv[1:6])
+    warm = ModelConfig(n_embd=4, n_head=2, block_size=4)
+    e = cls(warm, OptimConfig(), 5, init_params(warm, 5, random.Random(0)), device="cpu")
+    e.forward_backward([[0, 1, 2]])
+    e.adam_step(0.01, 1)
+    base = status("VmRSS:")
+    config, rng = ModelConfig(n_embd=C, n_layer=L, n_head=2, block_size=T), random.Random(0)
+    batch = [[rng.randrange(V) for _ in range(T + 1)] for _ in range(B)]
+    e = cls(config, OptimConfig(), V, init_params(config, V, rng), device="cpu")
+    for t in (1, 2):
+        e.forward_backward(batch)
+        e.adam_step(0.01, t)
+    e.parameters(), e.optimizer_state()
+    print(status("VmHWM:") - base, cls.memory_estimate(config, V, B, "float64"))
+    """
+)
+
+
+@pytest.mark.parametrize("config", [(64, 2, 64, 8, 100), (16, 1, 16, 32, 30000)])
+def test_the_torch_engines_growth_stays_within_its_estimate(cli_env, config):
+    pytest.importorskip("torch")
+    env = {**cli_env, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-c", TORCH_GROWTH, *map(str, config)], env=env,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    growth, estimate = map(int, r.stdout.split())
+    assert growth <= estimate, (config, growth, estimate)
 
 
 # --- a large file, streamed -----------------------------------------------------------------

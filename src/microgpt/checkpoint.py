@@ -324,8 +324,8 @@ def read_safetensors(path: str | os.PathLike, check=None) -> tuple[dict, dict[st
             if check is not None:
                 check(metadata, {name: tuple(header[name]["shape"]) for _, _, name in spans})
             try:  # the bytes, then the arrays made from them
-                resources.check({"its tensors": 2 * buffer_len},
-                                "what else uses memory here", error=CheckpointError)  # fmt: skip
+                resources.check({"its tensors": 2 * buffer_len}, "free some memory",
+                                error=CheckpointError)  # fmt: skip
             except CheckpointError as e:
                 _fail(path, str(e))
             buffer = f.read(buffer_len)

@@ -89,10 +89,10 @@ def size(n: int) -> str:
     return f"{n / 2**10:,.1f} KiB"
 
 
-def check(need: dict[str, int], lower: str, available: int | None = None,
+def check(need: dict[str, int], advice: str, available: int | None = None,
           error: type[Exception] = ResourceError) -> None:  # fmt: skip
     """Refuse a run whose parts (`need`: what -> bytes) do not fit in the memory available,
-    saying what to `lower` (e.g. "--n-embd, --block-size or --batch-size")."""
+    ending the message with `advice` (e.g. "lower --n-embd, --block-size or --batch-size")."""
     available = available_memory() if available is None else available
     if available is None:
         return
@@ -102,7 +102,7 @@ def check(need: dict[str, int], lower: str, available: int | None = None,
     parts = ", ".join(f"{what} {size(n)}" for what, n in need.items() if n)
     raise error(
         f"this needs about {size(total)} of memory ({parts}) and {size(available)} is "
-        f"available; lower {lower}"
+        f"available; {advice}"
     )
 
 

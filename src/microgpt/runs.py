@@ -264,19 +264,19 @@ class Memory:
 
     def check(self, vocab_size: int, documents: int = 0) -> None:
         need = self.parts(vocab_size, documents)
-        resources.check(need, self.lower(need, vocab_size))
+        resources.check(need, self.advice(need, vocab_size))
 
-    def lower(self, need: dict[str, int], vocab_size: int) -> str:
-        """The flags that shrink the part that needs the most."""
+    def advice(self, need: dict[str, int], vocab_size: int) -> str:
+        """What to lower: the flags that shrink the part that needs the most."""
         biggest = max(need, key=need.get)
         if biggest == "documents":
-            return "the data: train on a smaller file"
+            return "train on a smaller data file"
         if self.fixed:
-            return "what else uses memory here: a saved run's sizes cannot change on resume"
+            return "free some memory (a saved run's sizes cannot change on resume)"
         if biggest == "activations":  # they grow with every size: the batch's first
-            return "--batch-size, --block-size, --n-embd or --n-layer"
+            return "lower --batch-size, --block-size, --n-embd or --n-layer"
         vocab = f" (or the vocabulary: {vocab_size - 1:,} characters)" if vocab_size > 1000 else ""
-        return f"--n-embd, --n-layer or --block-size{vocab}"
+        return f"lower --n-embd, --n-layer or --block-size{vocab}"
 
     def read_docs(self, path: Path, rng: random.Random, doc_mode: str,
                   hint: str = DATA_HINT) -> tuple[Documents, str]:  # fmt: skip
@@ -619,7 +619,7 @@ class Model:
         chars = len(docs.chars) if isinstance(docs, Documents) else sum(map(len, docs))
         batch = min(batch_size, len(docs) + chars // config.block_size + 1)  # >= the windows
         extra = estimate(config, vocab, batch, dtype) - estimate(config, vocab, 1, dtype)
-        resources.check({"activations": extra}, "--batch-size")
+        resources.check({"activations": extra}, "lower --batch-size")
         return evaluate(self.engine, self.tokenizer, docs, batch_size=batch_size)
 
 
@@ -629,7 +629,7 @@ def model_from_checkpoint(
     """`ckpt`'s model on an engine; `params` replaces its weights (e.g. dequantized ones)."""
     engine_cls, _, dtype, kwargs = (engine or EngineSpec()).build()
     need = engine_cls.memory_estimate(ckpt.model, ckpt.tokenizer.vocab_size, 1, dtype)
-    resources.check({"the model": need}, "what else uses memory here (or use --dtype float32)")
+    resources.check({"the model": need}, "free some memory, or use --dtype float32")
     weights = ckpt.params if params is None else params
     eng = engine_cls(ckpt.model, ckpt.optim, ckpt.tokenizer.vocab_size, weights, dtype=dtype,
                      **kwargs)  # fmt: skip
