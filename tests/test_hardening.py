@@ -75,17 +75,28 @@ def test_resume_from_another_file_never_writes_beside_it(run_dir, tmp_path, cli_
         assert snapshot(tmp_path) == before
 
 
-def test_resume_never_overwrites_a_folder_that_is_not_a_run(run_dir, tmp_path, cli_env):
-    """A checkpoint copied into a folder of other things: its config.json and metrics.jsonl
-    are not the run's, so resuming there is refused rather than overwriting them."""
+@pytest.mark.parametrize("folder", ["unrelated-config", "other-tools-metrics", "another-run"])
+def test_resume_never_overwrites_a_folder_that_is_not_its_run(run_dir, names, tmp_path,
+                                                              cli_env, folder):  # fmt: skip
+    """A checkpoint copied into a folder of other things (another tool's config.json or
+    metrics.jsonl, another microgpt run): resuming there is refused, not overwriting them."""
     elsewhere = tmp_path / "project"
-    elsewhere.mkdir()
+    if folder == "another-run":
+        r = main_cli(train(names, elsewhere, "--seed", "7"), cli_env)
+        assert r.returncode == 0, r.stderr
+    else:
+        elsewhere.mkdir()
     shutil.copy(run_dir / "model.safetensors", elsewhere / "model.safetensors")
-    (elsewhere / "config.json").write_text('{"model_type": "bert"}\n')
-    (elsewhere / "metrics.jsonl").write_text("accuracy 0.9\n")
+    if folder == "unrelated-config":
+        (elsewhere / "config.json").write_text('{"model_type": "bert"}\n')
+    elif folder == "other-tools-metrics":
+        (elsewhere / "metrics.jsonl").write_text('{"step": 1, "accuracy": 0.9}\n')
     before = snapshot(tmp_path)
     r = main_cli(["train", "--resume", str(elsewhere), "--steps", "6"], cli_env)
-    one_line_error(r, "not a microgpt run's configuration")
+    phrase = {"unrelated-config": "not a microgpt run's configuration",
+              "other-tools-metrics": "not recognisably this checkpoint's run",
+              "another-run": "belongs to another run"}[folder]  # fmt: skip
+    one_line_error(r, phrase)
     assert snapshot(tmp_path) == before
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from . import checkpoint as ckpt_io
 from . import files
+from .config import to_dict
 
 try:
     import fcntl
@@ -99,12 +100,21 @@ def check_resumable(out: str | os.PathLike, in_place: bool = False) -> Path:
     return path
 
 
-def check_in_place(path: Path, flag: str) -> None:
-    """A folder a resumed run will write into: its run files are regular files, and its
-    config.json (if any) is a microgpt run's, not an unrelated file of that name."""
+def check_in_place(path: Path, flag: str, ckpt: ckpt_io.Checkpoint) -> None:
+    """A folder a resumed run will write into must be the checkpoint's own run: its run
+    files are regular files, and its config.json is the config.json of a microgpt run with
+    this checkpoint's model, vocabulary and seed. (A folder with the checkpoint alone is
+    its run too: nothing there would be replaced.)"""
     check_run_files(path, flag)
     config = path / CONFIG
     if not config.exists():
+        others = [name for name in (METRICS, BEST) if os.path.lexists(path / name)]
+        if others:
+            raise RunDirError(
+                f"{flag}: {str(path)!r} holds {others[0]} but no {CONFIG}, so it is not "
+                "recognisably this checkpoint's run; resume a copy of the checkpoint in a new "
+                "directory"
+            )
         return
     try:
         record = json.loads(config.read_bytes())
@@ -115,6 +125,15 @@ def check_in_place(path: Path, flag: str) -> None:
             f"{flag}: {str(config)!r} is not a microgpt run's configuration, and resuming "
             "would replace it; move it away, or resume a copy of the checkpoint in a new "
             "directory"
+        )
+    train = record.get("train") if isinstance(record.get("train"), dict) else {}
+    if (record.get("model"), record.get("vocab"), train.get("seed")) != (
+        to_dict(ckpt.model), "".join(ckpt.uchars), ckpt.train.seed
+    ):
+        raise RunDirError(
+            f"{flag}: {str(config)!r} belongs to another run (its model, vocabulary or seed "
+            "differ from the checkpoint's), and resuming would replace its files; resume a "
+            "copy of the checkpoint in a new directory"
         )
 
 

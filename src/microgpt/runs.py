@@ -350,8 +350,6 @@ def resume(spec: ResumeSpec, write: bool = True) -> Run:
         flag = f"--resume {str(spec.run)!r}"
         lock = rundir.Lock.acquire(ckpt_path.parent, flag)
     try:
-        if write:
-            rundir.check_in_place(ckpt_path.parent, flag)
         run = _resume(spec, ckpt_path, lock, write)
     except BaseException:
         if lock is not None:
@@ -362,6 +360,8 @@ def resume(spec: ResumeSpec, write: bool = True) -> Run:
 
 def _resume(spec: ResumeSpec, ckpt_path: Path, lock, write: bool) -> Run:
     ckpt = ckpt_io.load(ckpt_path)
+    if write:
+        rundir.check_in_place(ckpt_path.parent, f"--resume {str(spec.run)!r}", ckpt)
     if ckpt.adam_m is None or ckpt.adam_v is None:
         raise ckpt_io.CheckpointError(
             f"{ckpt_path} holds no optimizer state (a weights-only file); it cannot be resumed"
