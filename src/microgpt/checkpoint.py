@@ -46,7 +46,7 @@ from .config import (
     from_dict,
     to_dict,
 )
-from .files import write_atomic  # the one write path (files.py); tests patch it here
+from .files import BINARY, CLOEXEC, NONBLOCK, write_atomic  # write_atomic: tests patch it here
 from .fingerprint import Fingerprint, FingerprintError
 from .init import param_shapes
 from .schema import (
@@ -305,7 +305,7 @@ def read_safetensors(path: str | os.PathLike, check=None) -> tuple[dict, dict[st
     # NOTE: the header is read and checked against the file's size before the tensor bytes
     # are read, so a huge file that is not a checkpoint costs only its first bytes.
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | NONBLOCK | CLOEXEC | BINARY)
         with os.fdopen(fd, "rb") as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):

@@ -134,7 +134,7 @@ class TextStream:
         try:
             # O_NONBLOCK: should the path have become a FIFO since the stat, open() must
             # not wait for a writer; fstat then refuses it
-            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(self.path, os.O_RDONLY | files.NONBLOCK | files.CLOEXEC | files.BINARY)
         except OSError as e:
             raise DataError(f"cannot read data file {self.name!r}: {files.describe(e)}") from None
         try:

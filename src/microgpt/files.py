@@ -23,6 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 FILE_MODE = 0o644  # rw-r--r--: a checkpoint is data, never a program
+# open() flags that not every system has (Windows): 0 where absent
+CLOEXEC = getattr(os, "O_CLOEXEC", 0)  # not inherited by processes we start
+NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO does not wait for a writer
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+BINARY = getattr(os, "O_BINARY", 0)
 
 
 class WriteError(OSError):
@@ -64,7 +69,7 @@ def _open_new(path: Path) -> tuple[int, Path]:
     for n in range(1000):
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{n}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | CLOEXEC | BINARY, FILE_MODE)
         except FileExistsError:
             continue
         return fd, tmp
@@ -82,7 +87,7 @@ def write_temp(path: str | os.PathLike, data: bytes) -> Path:
         raise write_error(path, e) from None
     try:
         try:
-            if path.exists():  # keep the permissions the old file had (never the x bits)
+            if path.exists() and hasattr(os, "fchmod"):  # the old file's permissions, no x
                 os.fchmod(fd, path.stat().st_mode & 0o666)
             _write_all(fd, data)
             os.fsync(fd)
@@ -131,7 +136,7 @@ def write_atomic(
 def sync_dir(folder: str | os.PathLike) -> None:
     """fsync a folder, so that renames in it survive a power cut (best effort)."""
     try:
-        fd = os.open(folder or ".", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(folder or ".", os.O_RDONLY | CLOEXEC)
     except OSError:
         return
     try:
@@ -157,7 +162,7 @@ class Appender:
         self.path = Path(path)
         try:
             self.fd = os.open(
-                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE
+                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | CLOEXEC | BINARY, FILE_MODE
             )
         except OSError as e:
             raise write_error(self.path, e) from None

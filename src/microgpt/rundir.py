@@ -198,7 +198,7 @@ class Lock:
         path = folder / LOCK
         created = not os.path.lexists(path)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | files.CLOEXEC | files.NOFOLLOW,
                          files.FILE_MODE)  # fmt: skip
         except OSError as e:
             raise files.write_error(path, e) from None
