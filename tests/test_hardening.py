@@ -521,3 +521,27 @@ def test_a_moved_data_file_on_resume_names_the_recorded_path(names, tmp_path, cl
     names.rename(tmp_path / "moved.txt")
     line = one_line_error(main_cli(["train", "--resume", str(out), "--steps", "3"], cli_env))
     assert "the run recorded this path" in line and "given to --data" not in line
+
+
+def test_compact_documents_give_the_originals_documents_and_fingerprint(tmp_path, cli_env):
+    """The oracle is the original's way: a list of stripped lines, `random.shuffle`d with the
+    seed; the held-out tail; the fingerprint of the rest (now made at the first checkpoint,
+    from the compact arrays, a block at a time)."""
+    import random
+
+    from microgpt.fingerprint import Fingerprint
+
+    lines = [f"  {n}{i % 7}\r\n" if i % 5 else "\n" for i, n in enumerate(NAMES.split() * 30)]
+    data = tmp_path / "names.txt"
+    data.write_text("\ufeff" + "".join(lines), newline="")
+    out = tmp_path / "run"
+    r = main_cli(train(data, out, "--val-fraction", "0.25", "--seed", "3", steps=1), cli_env)
+    assert r.returncode == 0, r.stderr
+    docs = [line.strip() for line in "".join(lines).splitlines() if line.strip()]
+    random.Random(3).shuffle(docs)
+    n_val = round(len(docs) * 0.25)
+    ckpt = ckpt_io.load(out / "model.safetensors")
+    assert ckpt.record.fingerprint == Fingerprint.from_docs(docs[:-n_val]).to_json()
+    config = json.loads((out / "config.json").read_text())
+    assert (config["num_train_docs"], config["num_val_docs"]) == (len(docs) - n_val, n_val)
+    assert config["vocab"] == "".join(sorted(set("".join(docs))))

@@ -212,7 +212,7 @@ class Run:
 
     def fingerprint(self) -> Fingerprint | None:
         """The training documents' fingerprint (for novel-only samples and the report)."""
-        record = self.trainer.record
+        record = self.trainer.fingerprinted()
         if record.fingerprint is None:
             return None
         try:
@@ -320,12 +320,14 @@ def start(
     record = ckpt_io.RunRecord(
         data_path=str(data_path.resolve()), data_sha256=data_sha256,
         eval_every=spec.eval_every, checkpoint_every=spec.checkpoint_every,
-        fingerprint=Fingerprint.from_docs(train_docs).to_json(),
     )  # fmt: skip
     trainer = new_trainer(
         engine_cls, train_docs, model, optim, train, rng, dtype=dtype, preset=preset.name,
         record=record, val_docs=val_docs, engine_kwargs=kwargs,
     )  # fmt: skip
+    # NOTE: made when first needed (the first checkpoint): hashing every document of a
+    # large file takes a while, and a run that saves nothing never needs it
+    trainer.fingerprint_pending = True
     if show is not None:
         show(f"vocab size: {trainer.tokenizer.vocab_size}")
         show(f"num params: {num_params(model, trainer.tokenizer.vocab_size)}")

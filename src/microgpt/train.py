@@ -24,6 +24,7 @@ from .config import ModelConfig, OptimConfig, TrainConfig
 from .data import Documents, characters
 from .engine import Engine
 from .evaluate import Evaluation, evaluate
+from .fingerprint import Fingerprint
 from .init import init_params
 from .schedule import learning_rate
 from .tokenizer import Tokenizer, TokenizerError
@@ -82,6 +83,8 @@ class Trainer:
         # what the checkpoints record beside the weights (data file, loop options, ...)
         self.record = record or ckpt_io.RunRecord()
         self.best_val_loss = best_val_loss  # lowest (finite) validation loss so far
+        # True: the record's fingerprint of the training documents is still to be made
+        self.fingerprint_pending = False
 
     def _tokens(self, i: int, lo: int, hi: int) -> list[int]:
         """Tokens lo..hi-1 of training document i's [BOS] + doc + [BOS], made from its
@@ -148,6 +151,14 @@ class Trainer:
         tokens = sum(len(seq) - 1 for seq in batch)
         return StepResult(step=step + 1, loss=loss, lr=lr_t, tokens=tokens)
 
+    def fingerprinted(self) -> ckpt_io.RunRecord:
+        """The record, with the training documents' fingerprint made if it is pending."""
+        if self.fingerprint_pending:
+            fingerprint = Fingerprint.from_docs(self.docs).to_json()
+            self.record = replace(self.record, fingerprint=fingerprint)
+            self.fingerprint_pending = False
+        return self.record
+
     def checkpoint(self) -> ckpt_io.Checkpoint:
         """Everything needed to sample from, or continue, this run.
 
@@ -165,7 +176,7 @@ class Trainer:
                         f"training diverged. Try a lower --learning-rate (this run: "
                         f"{self.optim.learning_rate:g}) or a smaller model"
                     )
-        record = replace(self.record, engine=self.engine.name, dtype=self.engine.dtype,
+        record = replace(self.fingerprinted(), engine=self.engine.name, dtype=self.engine.dtype,
                          best_val_loss=self.best_val_loss)  # fmt: skip
         return ckpt_io.Checkpoint(
             model=self.model,
