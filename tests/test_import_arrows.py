@@ -17,7 +17,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "microgpt"
 CORE = ["config", "data", "tokenizer", "tensor", "init", "schedule", "checkpoint", "engine",
         "train", "sample", "draw", "report", "evaluate", "fingerprint", "rundir", "distributed",
-        "runs", "version"]
+        "runs", "version", "files", "schema", "resources"]
 # The front ends, each a module or a package: thin callers of the run library (runs.py) that
 # never import each other. `flags` (the shared command-line flags) is theirs to share.
 FRONT_ENDS = ["cli", "api", "bench", "sweep", "export", "studio"]

@@ -263,9 +263,10 @@ def test_a_cached_start_is_the_same_run(data):
         s = runs.RunSpec(**{**spec.__dict__, "seed": seed})
         plain, cached = runs.start(s), runs.start(s, cache=cache)
         a, b = plain.trainer, cached.trainer
-        assert a.docs == b.docs and a.val_docs == b.val_docs
+        assert list(a.docs) == list(b.docs) and list(a.val_docs) == list(b.val_docs)
         assert a.rng.getstate() == b.rng.getstate()
-        assert a.record == b.record  # the fingerprint too
+        assert a.record == b.record
+        assert a.fingerprinted() == b.fingerprinted()  # the fingerprint, made when needed
         assert a.engine.parameters() == b.engine.parameters()
 
 

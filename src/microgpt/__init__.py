@@ -9,7 +9,25 @@ reference engine (`microgpt.ref`), which reproduces the original program bit for
 Importing the package is cheap: `load` and `Model` are imported on first use (PEP 562).
 """
 
+import os as _os
+import signal as _signal
+import sys as _sys
+
 from .version import __version__
+
+
+def _interrupted_while_starting(signum, frame):
+    _os.write(2, b"microgpt: interrupted\n")
+    _os._exit(130)
+
+
+# NOTE: `python -m microgpt` (argv[0] is "-m" while the module is found) and the `microgpt`
+# script import this package first: a Ctrl-C while the command's modules are still being
+# imported ends it quietly, as Ctrl-C does later (__main__.main restores Python's handler).
+# A library import leaves the signal alone.
+if _sys.argv[:1] == ["-m"] or _os.path.basename(_sys.argv[0] if _sys.argv else "") == "microgpt":
+    if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+        _signal.signal(_signal.SIGINT, _interrupted_while_starting)
 
 _API = ("load", "Model")
 __all__ = ["__version__", *_API]

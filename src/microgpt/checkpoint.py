@@ -27,14 +27,43 @@ import json
 import math
 import os
 import random
+import stat
 import struct
-import tempfile
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
-from .config import ConfigError, ModelConfig, OptimConfig, TrainConfig, from_dict, to_dict
+from . import resources
+from .config import (
+    FLOAT_MAX,
+    MAX_STEPS,
+    MODEL_FIELDS,
+    OPTIM_FIELDS,
+    PRESETS,
+    TRAIN_FIELDS,
+    ConfigError,
+    ModelConfig,
+    OptimConfig,
+    TrainConfig,
+    from_dict,
+    to_dict,
+)
+from .files import BINARY, CLOEXEC, NONBLOCK, write_atomic  # write_atomic: tests patch it here
 from .fingerprint import Fingerprint, FingerprintError
 from .init import param_shapes
+from .schema import (
+    Check,
+    Int,
+    Items,
+    Json,
+    Nullable,
+    Number,
+    Parsed,
+    Record,
+    SchemaError,
+    Text,
+    decimal,
+    shown,
+    strict_json,
+)
 from .tensor import Tensor
 from .tokenizer import Tokenizer, TokenizerError
 
@@ -160,43 +189,87 @@ def encode_record(record: RunRecord) -> dict[str, str]:
     return out
 
 
-def write_atomic(path: str | os.PathLike, data: bytes, _before_rename=None) -> None:
-    """Write `data` to `path` so that a crash leaves either the old file or the new one.
-
-    `_before_rename` is a fault-injection hook for tests: called after the temporary file is
-    written and before it replaces `path`.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates the file 0600; a checkpoint is an ordinary (never executable) file
-        mode = path.stat().st_mode & 0o666 if path.exists() else 0o644
-        os.chmod(tmp, mode)
-        if _before_rename is not None:
-            _before_rename(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent or ".", os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
 def save(path: str | os.PathLike, ckpt: Checkpoint) -> None:
     write_atomic(path, encode(ckpt))
+
+
+# --- the metadata schema ---------------------------------------------------------------------
+
+MAX_VOCAB = 0x110000  # every Unicode code point
+ENGINE_NAME = "[A-Za-z_][A-Za-z0-9_]{0,31}"  # ASCII: \\w would take "²" for a digit
+
+
+class RngState(Check):
+    """random.Random.getstate() as JSON: [3, [624 words and an index], null or a float]."""
+
+    label, rule = "rng_state", "a Mersenne Twister state [3, [625 integers], gauss_next]"
+
+    def __call__(self, value):
+        if not (type(value) is list and len(value) == 3 and type(value[1]) is list
+                and len(value[1]) == 625 and value[0] == 3 and type(value[0]) is int):  # fmt: skip
+            self.fail(value)
+        version, internal, gauss_next = value
+        if not (all(type(x) is int and 0 <= x < 2**32 for x in internal) and internal[-1] <= 624):
+            self.fail(value)
+        gauss_next = Nullable(Number(-FLOAT_MAX, FLOAT_MAX, "gauss_next", closed=True))(gauss_next)
+        state = (version, tuple(internal), gauss_next)
+        try:
+            random.Random().setstate(state)  # what the generator itself checks
+        except (TypeError, ValueError, OverflowError):
+            self.fail(value)
+        return state
+
+
+class FingerprintText(Check):
+    """The documents' fingerprint, a JSON string checked by fingerprint.SCHEMA."""
+
+    label, rule = "docs_fingerprint", "a documents fingerprint (JSON)"
+
+    def __call__(self, value):
+        if type(value) is not str:
+            self.fail(value)
+        try:
+            return Fingerprint.from_json(value)
+        except FingerprintError as e:
+            raise SchemaError(f"the checkpoint's docs_fingerprint: {e}") from None
+
+
+def _float_text(text: str) -> float:
+    if len(text) > 64:
+        raise ValueError(text)
+    return float(text)
+
+
+def _config(cls, checks: dict[str, Check]) -> Check:
+    return Json(Record(checks, label=cls.__name__))
+
+
+# Every metadata entry a checkpoint may hold: its check (type and range, before anything uses
+# it) and whether it must be there. Unknown entries are ignored (a newer microgpt may add
+# some); RECORD_KEYS maps the RunRecord fields to their entries.
+METADATA: dict[str, tuple[Check, bool]] = {
+    "format": (Text("format", choices=(FORMAT,)), True),
+    "format_version": (Text("format_version", max_len=20), True),
+    "preset": (Text("preset", choices=tuple(PRESETS)), False),
+    "model_config": (_config(ModelConfig, MODEL_FIELDS), True),
+    "optim_config": (_config(OptimConfig, OPTIM_FIELDS), True),
+    "train_config": (_config(TrainConfig, TRAIN_FIELDS), True),
+    "vocab": (Json(Items(Text("a vocabulary character", max_len=1), 0, MAX_VOCAB, "vocab",
+                         rule="a list of distinct characters")), True),  # fmt: skip
+    "step": (Parsed(decimal, Int(0, MAX_STEPS, "step")), False),
+    "rng_state": (Json(RngState()), False),
+    "window_rng_state": (Json(RngState().named("window_rng_state")), False),
+    # the RunRecord
+    "engine": (Text("engine", pattern=ENGINE_NAME, rule="an engine name"), False),
+    "dtype": (Text("dtype", choices=DTYPES), False),
+    "data_path": (Text("data_path", max_len=4096, pattern=r"[^\x00]+", rule="a file path"), False),
+    "data_sha256": (Text("data_sha256", pattern="[0-9a-f]{64}", rule="a sha256 hex digest"), False),
+    "eval_every": (Parsed(decimal, Int(0, MAX_STEPS, "eval_every")), False),
+    "checkpoint_every": (Parsed(decimal, Int(0, MAX_STEPS, "checkpoint_every")), False),
+    "best_val_loss": (Parsed(_float_text, Number(-FLOAT_MAX, FLOAT_MAX, "best_val_loss",
+                                                  closed=True, rule="a finite number")), False),
+    "docs_fingerprint": (FingerprintText(), False),
+}
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -206,37 +279,38 @@ def _fail(path, reason: str):
     raise CheckpointError(f"{path}: {reason}")
 
 
-def _no_duplicates(pairs):
-    """json object hook: a key given twice is an edited file, not something to guess about."""
-    out = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
-def _strict_loads(text: str):
-    """json.loads that refuses duplicate keys and the non-standard NaN/Infinity constants."""
-
-    def no_constant(name):
-        raise ValueError(f"non-standard JSON constant {name}")
-
-    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=no_constant)
-
-
-def read_safetensors(path: str | os.PathLike) -> tuple[dict, dict[str, Tensor]]:
-    """Parse and validate a safetensors file holding float64 tensors: (metadata, tensors)."""
-    p = Path(path)
-    if not p.exists():
+def _check_file(path) -> int:
+    """stat (never open) the checkpoint: only a regular file is read. Its size."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
         _fail(path, "no such checkpoint file")
-    if p.is_dir():
+    except OSError as e:
+        _fail(path, f"cannot read: {e.strerror or e}")
+    if stat.S_ISDIR(st.st_mode):
         _fail(path, "is a directory, not a checkpoint file")
+    if not stat.S_ISREG(st.st_mode):
+        _fail(path, "is not a regular file (a pipe, device or socket), not a checkpoint")
+    return st.st_size
+
+
+def read_safetensors(path: str | os.PathLike, check=None) -> tuple[dict, dict[str, Tensor]]:
+    """Parse and validate a safetensors file holding float64 tensors: (metadata, tensors).
+
+    `check(metadata, shapes)` is called with the header's metadata and tensor shapes before
+    a byte of the tensors is read (load validates everything there), and the tensors are
+    read only if they fit in the memory available.
+    """
+    _check_file(path)
     # NOTE: the header is read and checked against the file's size before the tensor bytes
     # are read, so a huge file that is not a checkpoint costs only its first bytes.
     try:
-        with open(p, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        fd = os.open(path, os.O_RDONLY | NONBLOCK | CLOEXEC | BINARY)
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                _fail(path, "is not a regular file, not a checkpoint")
+            size = st.st_size
             head = f.read(8)
             if len(head) < 8:
                 _fail(path, "not a safetensors file (shorter than its 8-byte header length)")
@@ -247,14 +321,22 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict, dict[str, Tensor]]:
             header_bytes = f.read(n)
             header, buffer_len = _parse_header(path, header_bytes), size - 8 - n
             metadata, spans = _check_entries(path, header, buffer_len)
+            if check is not None:
+                check(metadata, {name: tuple(header[name]["shape"]) for _, _, name in spans})
+            try:  # the bytes, then the arrays made from them
+                resources.check({"its tensors": 2 * buffer_len}, "free some memory",
+                                error=CheckpointError)  # fmt: skip
+            except CheckpointError as e:
+                _fail(path, str(e))
             buffer = f.read(buffer_len)
     except OSError as e:
-        _fail(path, f"cannot read: {e.strerror}")
+        _fail(path, f"cannot read: {e.strerror or e}")
     if len(buffer) != buffer_len:
         _fail(path, "the file changed while it was read")
+    view = memoryview(buffer)
     tensors = {}
     for begin, end, name in spans:
-        tensors[name] = Tensor.from_bytes(tuple(header[name]["shape"]), buffer[begin:end])
+        tensors[name] = Tensor.from_bytes(tuple(header[name]["shape"]), view[begin:end])
     return metadata, tensors
 
 
@@ -262,7 +344,7 @@ def _parse_header(path, header_bytes: bytes) -> dict:
     if header_bytes[:1] != b"{":
         _fail(path, "not a safetensors file (its header is not a JSON object)")
     try:
-        header = _strict_loads(header_bytes.decode("utf-8"))
+        header = strict_json(header_bytes.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):  # JSONDecodeError is a ValueError
         _fail(path, "malformed JSON header; the file is corrupt or not a checkpoint")
     if not isinstance(header, dict):
@@ -311,153 +393,111 @@ def _check_entries(path, header: dict, buffer_len: int) -> tuple[dict, list]:
     return metadata, spans
 
 
-def _json_meta(path, metadata: dict, key: str):
-    if key not in metadata:
-        _fail(path, f"metadata has no {key!r}; not a microgpt checkpoint")
-    try:
-        return _strict_loads(metadata[key])
-    except (ValueError, RecursionError):
-        _fail(path, f"metadata {key!r} is not valid JSON")
-
-
-def _config(path, cls, data):
-    if not isinstance(data, dict):
-        _fail(path, f"{cls.__name__} in metadata is not a JSON object")
-    try:
-        config = from_dict(cls, data)
-        config.validate()
-    except (ConfigError, TypeError) as e:
-        _fail(path, f"invalid {cls.__name__}: {e}")
-    return config
-
-
-def _rng_state(path, data):
-    try:
-        version, internal, gauss_next = data
-        state = (version, tuple(internal), gauss_next)
-        random.Random().setstate(state)  # validates version and the Mersenne Twister state
-    except (TypeError, ValueError, OverflowError):
-        _fail(path, "rng_state in metadata is malformed")
-    if not (gauss_next is None or isinstance(gauss_next, float)):
-        _fail(path, "rng_state in metadata is malformed")
-    return state
-
-
-def _rng_state_meta(path, metadata: dict, key: str):
-    if key not in metadata:
-        return None
-    state = _rng_state(path, _json_meta(path, metadata, key))
-    return state
-
-
-def _count(path, metadata: dict, key: str) -> int:
-    text = metadata.get(key, "0")
-    if not (text.isascii() and text.isdigit() and len(text) <= 18):
-        _fail(path, f"{key} in metadata is not a non-negative integer: {text[:20]!r}")
-    return int(text)
-
-
-def _record(path, metadata: dict) -> RunRecord:
-    """The run's record from the metadata, every field checked by type and range."""
-    engine = metadata.get("engine")
-    if engine is not None and not (engine.isascii() and engine.isidentifier() and len(engine) < 32):
-        _fail(path, f"engine in metadata is not an engine name: {engine[:20]!r}")
-    dtype = metadata.get("dtype", "float64")
-    if dtype not in DTYPES:
-        _fail(path, f"dtype in metadata must be one of {', '.join(DTYPES)}: {dtype[:20]!r}")
-    data_path = metadata.get("data_path")
-    if data_path is not None and not (0 < len(data_path) <= 4096 and "\0" not in data_path):
-        _fail(path, "data_path in metadata is not a file path")
-    digest = metadata.get("data_sha256")
-    if digest is not None and not (
-        len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
-    ):
-        _fail(path, "data_sha256 in metadata is not a sha256 hex digest")
-    best = None
-    if "best_val_loss" in metadata:
-        try:
-            best = float(metadata["best_val_loss"])
-        except ValueError:
-            best = math.nan
-        if not math.isfinite(best):
-            _fail(path, "best_val_loss in metadata is not a finite number")
-    return RunRecord(
-        engine=engine, dtype=dtype, data_path=data_path, data_sha256=digest,
-        eval_every=_count(path, metadata, "eval_every"),
-        checkpoint_every=_count(path, metadata, "checkpoint_every"),
-        best_val_loss=best, fingerprint=metadata.get(RECORD_KEYS["fingerprint"]),
-    )  # fmt: skip
-
-
-def load(path: str | os.PathLike) -> Checkpoint:
-    """Read and fully validate a microgpt checkpoint."""
-    metadata, tensors = read_safetensors(path)
+def parse_metadata(path, metadata: dict) -> dict:
+    """Every entry of METADATA checked against its schema (a missing required one, or one
+    of the wrong type or range, is a CheckpointError): key -> value."""
     if metadata.get("format") != FORMAT:
         _fail(path, "not a microgpt checkpoint (no 'format: microgpt' in its metadata)")
     version = metadata.get("format_version")
     if version != str(FORMAT_VERSION):
         _fail(
             path,
-            f"checkpoint format version {version!r} is not supported (this microgpt reads "
+            f"checkpoint format version {shown(version)} is not supported (this microgpt reads "
             f"version {FORMAT_VERSION}); upgrade microgpt or re-train",
         )
-    model = _config(path, ModelConfig, _json_meta(path, metadata, "model_config"))
-    optim = _config(path, OptimConfig, _json_meta(path, metadata, "optim_config"))
-    train = _config(path, TrainConfig, _json_meta(path, metadata, "train_config"))
-    uchars = _json_meta(path, metadata, "vocab")
+    values = {}
+    for key, (check, required) in METADATA.items():
+        if key not in metadata:
+            if required:
+                _fail(path, f"metadata has no {key!r}; not a microgpt checkpoint")
+            continue
+        try:
+            values[key] = check(metadata[key])
+        except SchemaError as e:
+            config = key.endswith("_config") and not str(e).startswith(check.label)
+            _fail(path, f"invalid {check.label}: {e}" if config else str(e))
+    for key, cls in (("model_config", ModelConfig), ("optim_config", OptimConfig),
+                     ("train_config", TrainConfig)):  # fmt: skip
+        try:
+            values[key] = from_dict(cls, values[key])
+            values[key].validate()  # what relates fields (n_embd divisible by n_head)
+        except ConfigError as e:
+            _fail(path, f"invalid {cls.__name__}: {e}")
     try:
-        if not isinstance(uchars, list) or not all(isinstance(c, str) for c in uchars):
-            raise TokenizerError
-        Tokenizer(uchars)
+        Tokenizer(list(values["vocab"]))
     except TokenizerError:
         _fail(path, "vocab in metadata is not a list of distinct characters")
-    step = _count(path, metadata, "step")
-    rng_state = _rng_state_meta(path, metadata, "rng_state")
-    window_rng_state = _rng_state_meta(path, metadata, "window_rng_state")
-    record = _record(path, metadata)
+    return values
 
+
+def _check_shapes(path, values: dict, shapes: dict[str, tuple]) -> None:
+    """The tensors the header declares are exactly the config's (before any is read)."""
+    model = values["model_config"]
     n_matrices = 3 + 6 * model.n_layer
-    if n_matrices > len(tensors):  # checked first: a hostile n_layer must not make us loop
-        _fail(path, f"config needs {n_matrices} weight matrices, the file has {len(tensors)}")
-    shapes = param_shapes(model, len(uchars) + 1)
-    groups: dict[str, dict[str, Tensor]] = {"": {}, "adam.m.": {}, "adam.v.": {}}
-    for name, t in tensors.items():
+    if n_matrices > len(shapes):  # checked first: a hostile n_layer must not make us loop
+        _fail(path, f"config needs {n_matrices} weight matrices, the file has {len(shapes)}")
+    expected = param_shapes(model, len(values["vocab"]) + 1)
+    groups: dict[str, set[str]] = {"": set(), "adam.m.": set(), "adam.v.": set()}
+    for name, shape in shapes.items():
         prefix = next((p for p in ADAM_PREFIXES if name.startswith(p)), "")
         key = name[len(prefix) :]
-        if key not in shapes:
+        if key not in expected:
             _fail(path, f"unexpected tensor {name!r} for this config")
-        if t.shape != shapes[key]:
-            need = list(shapes[key])
-            _fail(path, f"tensor {name!r} has shape {list(t.shape)}, config needs {need}")
-        if not all(math.isfinite(x) for x in t.data):
-            _fail(path, f"tensor {name!r} holds NaN or infinite values")
-        if prefix == "adam.v." and any(x < 0 for x in t.data):
-            _fail(path, f"tensor {name!r} holds negative values (Adam's second moment cannot)")
-        groups[prefix][key] = t
-    missing = [k for k in shapes if k not in groups[""]]
+        if shape != expected[key]:
+            _fail(path, f"tensor {name!r} has shape {list(shape)}, config needs "
+                        f"{list(expected[key])}")  # fmt: skip
+        groups[prefix].add(key)
+    missing = [k for k in expected if k not in groups[""]]
     if missing:
         more = f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""
         _fail(path, f"missing tensor {missing[0]!r}{more}")
-    params = {k: groups[""][k] for k in shapes}  # the original's order
-    adam_m = adam_v = None
     if groups["adam.m."] or groups["adam.v."]:
         for prefix in ADAM_PREFIXES:
-            absent = [k for k in shapes if k not in groups[prefix]]
+            absent = [k for k in expected if k not in groups[prefix]]
             if absent:
                 _fail(path, f"missing tensor {prefix + absent[0]!r}")
-        adam_m = {k: groups["adam.m."][k] for k in shapes}
-        adam_v = {k: groups["adam.v."][k] for k in shapes}
+
+
+def load(path: str | os.PathLike) -> Checkpoint:
+    """Read and fully validate a microgpt checkpoint: its metadata against METADATA and the
+    tensors' shapes against its config before any tensor byte is read, then their values."""
+    values: dict = {}
+
+    def check(metadata: dict, shapes: dict[str, tuple]) -> None:
+        values.update(parse_metadata(path, metadata))
+        _check_shapes(path, values, shapes)
+
+    metadata, tensors = read_safetensors(path, check)
+    model = values["model_config"]
+    shapes = param_shapes(model, len(values["vocab"]) + 1)
+    for name, t in tensors.items():
+        if not all(math.isfinite(x) for x in t.data):
+            _fail(path, f"tensor {name!r} holds NaN or infinite values")
+        if name.startswith("adam.v.") and any(x < 0 for x in t.data):
+            _fail(path, f"tensor {name!r} holds negative values (Adam's second moment cannot)")
+    params = {k: tensors[k] for k in shapes}  # the original's order
+    adam_m = adam_v = None
+    if "adam.m.wte" in tensors:
+        adam_m = {k: tensors["adam.m." + k] for k in shapes}
+        adam_v = {k: tensors["adam.v." + k] for k in shapes}
+    record = RunRecord(
+        engine=values.get("engine"), dtype=values.get("dtype", "float64"),
+        data_path=values.get("data_path"), data_sha256=values.get("data_sha256"),
+        eval_every=values.get("eval_every", 0), checkpoint_every=values.get("checkpoint_every", 0),
+        best_val_loss=values.get("best_val_loss"),
+        fingerprint=metadata.get("docs_fingerprint"),  # checked: as it was written
+    )  # fmt: skip
     return Checkpoint(
         model=model,
-        optim=optim,
-        train=train,
-        uchars=uchars,
+        optim=values["optim_config"],
+        train=values["train_config"],
+        uchars=list(values["vocab"]),
         params=params,
         adam_m=adam_m,
         adam_v=adam_v,
-        step=step,
-        preset=metadata.get("preset", "final"),
-        rng_state=rng_state,
-        window_rng_state=window_rng_state,
+        step=values.get("step", 0),
+        preset=values.get("preset", "final"),
+        rng_state=values.get("rng_state"),
+        window_rng_state=values.get("window_rng_state"),
         record=record,
     )

@@ -31,6 +31,7 @@ from .flags import (
     add_model_engine_flags,
     add_setup_flags,
     engine_spec,
+    require_paths,
     resume_spec,
     run_spec,
     say,
@@ -70,10 +71,7 @@ def cmd_train(args) -> int:
     launch = distributed.from_env()
     if args.allow_data_change and not args.resume:
         raise UsageError("--allow-data-change only applies with --resume DIR")
-    if args.resume is not None and not args.resume:
-        raise UsageError("--resume needs a run directory, got ''")
-    if args.out is not None and not args.out:
-        raise UsageError("--out needs a directory, got ''")
+    require_paths(args, "resume", "out", "data")
     spec = resume_spec(args, args.resume) if args.resume else run_spec(args)
     writes = launch.is_main  # under torchrun, rank 0 alone writes files and prints
     if launch.distributed:
@@ -84,14 +82,17 @@ def cmd_train(args) -> int:
             stack.enter_context(contextlib.redirect_stdout(null))
         if args.resume:
             run = runs.resume(spec, write=writes)
-            if not args.quiet:
-                say(f"resuming {run.resumed_from} at step {run.trainer.step_count} of "
-                    f"{run.trainer.train.num_steps}")  # fmt: skip
         else:
             run = runs.start(spec, out=args.out, force=args.force, show=print, write=writes)
-            if run.trainer.val_docs and not args.quiet:
-                say(f"validation: {len(run.trainer.val_docs)} held-out document(s), "
-                    f"{len(run.trainer.docs)} for training")  # fmt: skip
+        stack.callback(run.close)  # e.g. Ctrl-C before training: the folder as it was
+        if args.quiet:
+            pass
+        elif args.resume:
+            say(f"resuming {run.resumed_from} at step {run.trainer.step_count} of "
+                f"{run.trainer.train.num_steps}")  # fmt: skip
+        elif run.trainer.val_docs:
+            say(f"validation: {len(run.trainer.val_docs)} held-out document(s), "
+                f"{len(run.trainer.docs)} for training")  # fmt: skip
         return train_and_sample(args, run, writes)
 
 
@@ -241,6 +242,7 @@ def add_sample_parser(sub) -> None:
 
 
 def cmd_sample(args) -> int:
+    require_paths(args, "checkpoint")
     model = runs.load_model(args.checkpoint, engine_spec(args))
     draw = model.draw(
         args.num_samples, prompt=args.prompt, temperature=args.temperature, top_k=args.top_k,
@@ -295,6 +297,7 @@ def add_eval_parser(sub) -> None:
 
 def cmd_eval(args) -> int:
     """Scored through `Model.evaluate`, as `microgpt.load(ckpt).evaluate(path)` scores."""
+    require_paths(args, "checkpoint", "data")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be a positive integer, got {args.batch_size}")
     model = runs.load_model(args.checkpoint, engine_spec(args))

@@ -8,21 +8,73 @@ and `first` (the "243 lines" version). Standard library only.
 from __future__ import annotations
 
 import dataclasses
-import math
+import sys
 from dataclasses import dataclass, field
+
+from .schema import Check, Int, Items, Number, SchemaError, Text
 
 MLP_ACTIVATIONS = ("relu", "relu2")  # relu2 = ReLU squared, the first revision's MLP
 LR_SCHEDULES = ("linear", "cosine")
 DOC_MODES = ("lines", "paragraphs", "text")  # see data.split_documents
+MATRICES = ("wte", "wpe", "lm_head", "attn_wq", "attn_wk", "attn_wv", "attn_wo", "mlp_fc1",
+            "mlp_fc2")  # fmt: skip
+FLOAT_MAX = sys.float_info.max
 
-
-def _is_int(value) -> bool:
-    """An int that is not a bool (JSON `true` must not pass for a size of 1)."""
-    return isinstance(value, int) and not isinstance(value, bool)
+# Every size fits a C int32; a config that large is refused by the memory check long before.
+MAX_SIZE = 2**31 - 1
+MAX_STEPS = 10**18  # fits an int64 step counter
+MAX_SEED = 2**64 - 1
+# The smallest positive sampling temperature. Below it sampling is greedy in all but exact
+# ties (a logit 0.75 below the top one gets probability e^-750 = 0), and 1/T (~1e-308 would
+# overflow to inf) and logits/T stay finite for every logit below 1e305. 0 is greedy.
+MIN_TEMPERATURE = 1e-3
 
 
 class ConfigError(ValueError):
     """A configuration that cannot be trained; the message says what to change."""
+
+
+def temperature_check(label: str = "temperature") -> Check:
+    return Number(MIN_TEMPERATURE, FLOAT_MAX, label, closed=True, also=(0,),
+                  rule=f"0 (greedy) or a finite number >= {MIN_TEMPERATURE:g}")  # fmt: skip
+
+
+# The type and range of every config field: checked on the command line's values and on the
+# configs a checkpoint stores (checkpoint.METADATA), one declaration for both.
+MODEL_FIELDS: dict[str, Check] = {
+    "n_layer": Int(1, MAX_SIZE, "n_layer"),
+    "n_embd": Int(1, MAX_SIZE, "n_embd"),
+    "n_head": Int(1, MAX_SIZE, "n_head"),
+    "block_size": Int(1, MAX_SIZE, "block_size"),
+    "mlp": Text("mlp", choices=MLP_ACTIVATIONS),
+    "init_std": Number(0, FLOAT_MAX, "init_std", closed=True),
+    "zero_init": Items(Text("zero_init", choices=MATRICES), 0, len(MATRICES), "zero_init"),
+}
+OPTIM_FIELDS: dict[str, Check] = {
+    "learning_rate": Number(0, FLOAT_MAX, "learning rate", above=True, closed=True),
+    "beta1": Number(0, 1, "beta1", rule="in [0, 1)"),
+    "beta2": Number(0, 1, "beta2", rule="in [0, 1)"),
+    "eps_adam": Number(0, FLOAT_MAX, "eps_adam", above=True, closed=True),
+    "schedule": Text("schedule", choices=LR_SCHEDULES),
+}
+TRAIN_FIELDS: dict[str, Check] = {
+    "num_steps": Int(0, MAX_STEPS, "steps"),
+    "batch_size": Int(1, MAX_SIZE, "batch size"),
+    "seed": Int(-MAX_SEED, MAX_SEED, "seed", rule="an integer of at most 64 bits"),
+    "temperature": temperature_check(),
+    "num_samples": Int(0, MAX_SIZE, "num samples"),
+    "doc_mode": Text("doc mode", choices=DOC_MODES),
+    "val_fraction": Number(0, 1, "val fraction", rule="a number in [0, 1)"),
+}
+
+
+def check_fields(config, checks: dict[str, Check]) -> None:
+    """Each field of a config against its declared type and range (ConfigError if not)."""
+    for name, check in checks.items():
+        try:
+            check(getattr(config, name))
+        except SchemaError as e:
+            raise ConfigError(str(e)) from None
 
 
 @dataclass(frozen=True)
@@ -42,19 +94,12 @@ class ModelConfig:
         return self.n_embd // self.n_head
 
     def validate(self) -> None:
-        for name in ("n_layer", "n_embd", "n_head", "block_size"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        check_fields(self, MODEL_FIELDS)
         if self.n_embd % self.n_head:
             raise ConfigError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
                 "pick sizes like --n-embd 16 --n-head 4"
             )
-        if self.mlp not in MLP_ACTIVATIONS:
-            raise ConfigError(f"mlp must be one of {', '.join(MLP_ACTIVATIONS)}, got {self.mlp!r}")
-        if not (math.isfinite(self.init_std) and self.init_std >= 0):
-            raise ConfigError(f"init_std must be a finite number >= 0, got {self.init_std!r}")
 
 
 @dataclass(frozen=True)
@@ -68,17 +113,7 @@ class OptimConfig:
     schedule: str = "linear"  # "linear" decay to 0 (final) or "cosine" (first)
 
     def validate(self) -> None:
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            lr = self.learning_rate
-            raise ConfigError(f"learning rate must be a finite number > 0, got {lr!r}")
-        for name in ("beta1", "beta2"):
-            value = getattr(self, name)
-            if not (0 <= value < 1):
-                raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
-        if not (math.isfinite(self.eps_adam) and self.eps_adam > 0):
-            raise ConfigError(f"eps_adam must be a finite number > 0, got {self.eps_adam!r}")
-        if self.schedule not in LR_SCHEDULES:
-            raise ConfigError(f"schedule must be one of {', '.join(LR_SCHEDULES)}")
+        check_fields(self, OPTIM_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -94,19 +129,7 @@ class TrainConfig:
     val_fraction: float = 0.0  # share of the documents held out for validation
 
     def validate(self) -> None:
-        if not _is_int(self.num_steps) or self.num_steps < 0:
-            raise ConfigError(f"steps must be an integer >= 0, got {self.num_steps!r}")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
-            raise ConfigError(f"batch size must be a positive integer, got {self.batch_size!r}")
-        if self.doc_mode not in DOC_MODES:
-            modes = ", ".join(DOC_MODES)
-            raise ConfigError(f"doc mode must be one of {modes}, got {self.doc_mode!r}")
-        if not (isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction < 1):
-            raise ConfigError(f"val fraction must be a number in [0, 1), got {self.val_fraction!r}")
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise ConfigError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
-        if not _is_int(self.num_samples) or self.num_samples < 0:
-            raise ConfigError(f"num samples must be an integer >= 0, got {self.num_samples!r}")
+        check_fields(self, TRAIN_FIELDS)
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,16 @@ samples kept are exactly the model's samples that pass the filters.
 
 from __future__ import annotations
 
-import math
 import random
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from .config import ConfigError
+from .config import ConfigError, temperature_check
 from .engine import Engine
 from .fingerprint import Fingerprint
 from .sample import Sample, generate_samples
+from .schema import SchemaError
 from .tokenizer import Tokenizer, TokenizerError
 
 TRIES_PER_SAMPLE = 100  # the default bound on tries when samples are filtered
@@ -54,10 +54,10 @@ class SampleConfig:
         check("--min-length", self.min_length, 0)
         check("--max-length", self.max_length, 0)
         check("--max-tries", self.max_tries, 1)
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise ConfigError(
-                f"--temperature must be a finite number >= 0, got {self.temperature!r}"
-            )
+        try:
+            temperature_check("--temperature")(self.temperature)
+        except SchemaError as e:
+            raise ConfigError(str(e)) from None
         longest = len(self.prompt) + (
             block_size if self.max_new_tokens is None else self.max_new_tokens
         )

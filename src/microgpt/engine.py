@@ -15,7 +15,7 @@ import math
 from typing import Any, ClassVar
 
 from .config import ModelConfig, OptimConfig
-from .init import param_shapes
+from .init import num_params, param_shapes
 from .tensor import Tensor
 
 # name -> (module, class, what to install when the import fails)
@@ -34,6 +34,7 @@ ENGINES: dict[str, tuple[str, str, str]] = {
 # The default engine: the first of these that loads here (the reference engine always does).
 # The C engine is an optional compiled part of the install; NumPy is the fallback.
 DEFAULT_ORDER = ("c", "numpy", "ref")
+DTYPE_BYTES = {"float64": 8, "float32": 4, "bfloat16": 2}
 
 
 class EngineError(Exception):
@@ -66,6 +67,28 @@ class Engine(abc.ABC):
         self.optim = optim
         self.vocab_size = vocab_size
         self.dtype = dtype
+
+    @classmethod
+    def memory_estimate(
+        cls, config: ModelConfig, vocab_size: int, batch_size: int, dtype: str
+    ) -> int:
+        """Bytes the engine allocates to train on batches of `batch_size` sequences of
+        block_size tokens (an upper bound; runs.py checks it before anything is allocated).
+
+        This default counts an array engine's (NumPy's, torch's): the weights, gradients,
+        Adam's two moments and two scratch buffers in `dtype`, plus the float64 copies made
+        when the weights are drawn and a checkpoint is written; and one step's activations:
+        per layer about 22 numbers per position and channel and six (T, T) attention arrays
+        per head (probabilities, mask, gradients, scratch); 16 more per position and channel
+        outside the layers; two of the logits (positions x vocabulary). In Python ints, so
+        that a hostile config cannot overflow it.
+        """
+        item = DTYPE_BYTES.get(dtype, 8)
+        C, L, H, T = config.n_embd, config.n_layer, config.n_head, config.block_size
+        N = batch_size * T  # positions in a batch
+        weights = num_params(config, vocab_size) * (6 * item + 3 * 8)
+        activations = N * C * (16 + 22 * L) + 6 * L * batch_size * H * T * T + 2 * N * vocab_size
+        return weights + item * activations
 
     # --- training ---------------------------------------------------------------------------
     @abc.abstractmethod

@@ -30,6 +30,14 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"microgpt: error: {message}; see '{self.prog} --help'\n")
 
 
+def require_paths(args, *names: str) -> None:
+    """An empty string is no path (Path('') is the current folder): a usage error."""
+    for name in names:
+        if getattr(args, name, None) == "":
+            what = "a run directory" if name in ("out", "resume") else "a file"
+            raise UsageError(f"--{name} needs {what}, got ''")
+
+
 def say(*args) -> None:
     """Tell the user something that is not the program's output (stderr)."""
     print(*args, file=sys.stderr, flush=True)

@@ -21,19 +21,32 @@ import dataclasses
 import os
 import random
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import checkpoint as ckpt_io
-from . import rundir
-from .config import ConfigError, ModelConfig, OptimConfig, Preset, TrainConfig, get_preset, to_dict
+from . import resources, rundir
+from .config import (
+    MAX_STEPS,
+    ConfigError,
+    ModelConfig,
+    OptimConfig,
+    Preset,
+    TrainConfig,
+    get_preset,
+    to_dict,
+)
 from .data import (
+    DATA_HINT,
     DataError,
+    Documents,
+    characters,
+    check_data_file,
     default_names_path,
     load_docs,
+    read_documents,
     read_text,
-    split_documents,
     split_validation,
 )
 from .draw import Draw, SampleConfig
@@ -43,6 +56,7 @@ from .fingerprint import Fingerprint, FingerprintError
 from .init import num_params
 from .report import Report, make_report
 from .sample import Sample
+from .schema import Int, SchemaError
 from .tokenizer import TokenizerError
 from .train import StepResult, Trainer, TrainingError, new_trainer, resume_trainer
 from .train import run as run_loop
@@ -125,6 +139,8 @@ class RunSpec:
         for config in (model, optim, train):
             config.validate()
         check_loop(self.eval_every, self.checkpoint_every)
+        if self.data == "":
+            raise ConfigError("--data needs a file, got ''")
         if self.eval_every and not train.val_fraction:
             raise ConfigError(
                 "--eval-every needs held-out documents; add --val-fraction F (e.g. 0.1)"
@@ -155,9 +171,13 @@ def _replace(config, **values):
 
 
 def check_loop(eval_every: int, checkpoint_every: int) -> None:
+    """The loop's options: every N steps (0: off), stored in checkpoints as the steps are."""
     for name, value in (("eval-every", eval_every), ("checkpoint-every", checkpoint_every)):
-        if type(value) is not int or value < 0:
-            raise ConfigError(f"--{name} must be an integer >= 0 (0 turns it off), got {value!r}")
+        rule = f"an integer >= 0 (0 turns it off; at most {MAX_STEPS})"
+        try:
+            Int(0, MAX_STEPS, f"--{name}", rule=rule)(value)
+        except SchemaError as e:
+            raise ConfigError(str(e)) from None
 
 
 # --- a run ------------------------------------------------------------------------------------
@@ -172,8 +192,12 @@ class Run:
     engine: str  # the engine's name
     dir: rundir.RunDir | None = None
     resumed_from: Path | None = None  # the checkpoint a resumed run continues
-    # the training documents, while their fingerprint is not made yet (see start)
-    unfingerprinted: list[str] | None = None
+
+    def close(self) -> None:
+        """Let go of the run's directory (its lock). `train` does this when it ends; a run
+        that never reached its first checkpoint leaves the folder as it found it."""
+        if self.dir is not None:
+            self.dir.close()
 
     @property
     def eval_every(self) -> int:
@@ -189,11 +213,7 @@ class Run:
 
     def fingerprint(self) -> Fingerprint | None:
         """The training documents' fingerprint (for novel-only samples and the report)."""
-        record = self.trainer.record
-        if record.fingerprint is None and self.unfingerprinted is not None:
-            made = Fingerprint.from_docs(self.unfingerprinted).to_json()
-            self.trainer.record = record = dataclasses.replace(record, fingerprint=made)
-            self.unfingerprinted = None
+        record = self.trainer.fingerprinted()
         if record.fingerprint is None:
             return None
         try:
@@ -221,6 +241,10 @@ class Run:
         }
 
 
+def fingerprint_json(docs: Sequence[str]) -> str:
+    return Fingerprint.from_docs(docs).to_json()
+
+
 class DocsCache:
     """What a process that starts many runs on one file (a sweep's worker) need not redo:
     the file's documents as each seed shuffles them, and the training documents' fingerprint
@@ -237,28 +261,80 @@ class DocsCache:
         self._docs: dict = {}  # (sha256, mode, rng state) -> (docs, rng state after)
         self._fingerprints: dict = {}  # training documents -> fingerprint JSON
 
-    def load_docs(self, path: Path, rng: random.Random, mode: str) -> tuple[list[str], str]:
-        """data.load_docs, remembered."""
+    def load_docs(self, path: Path, rng: random.Random, mode: str, hint: str = DATA_HINT,
+                  budget: int | None = None) -> tuple[Documents, str]:  # fmt: skip
+        """data.load_docs, remembered (documents are never changed once read)."""
         key = (read_text(path)[1], mode, rng.getstate())
         if key not in self._docs:
-            docs, digest = load_docs(path, rng, mode)
+            docs, digest = load_docs(path, rng, mode, hint, budget)
             key = (digest,) + key[1:]  # the file's bytes as load_docs read them
             self._keep(self._docs, key, (docs, rng.getstate()))
         docs, state = self._docs[key]
         rng.setstate(state)
-        return list(docs), key[0]
+        return docs, key[0]
 
-    def fingerprint(self, docs: list[str]) -> str:
+    def fingerprint(self, docs: Sequence[str]) -> str:
         """Fingerprint.from_docs(docs).to_json(), remembered."""
         key = tuple(docs)
         if key not in self._fingerprints:
-            self._keep(self._fingerprints, key, Fingerprint.from_docs(docs).to_json())
+            self._keep(self._fingerprints, key, fingerprint_json(docs))
         return self._fingerprints[key]
 
     def _keep(self, entries: dict, key, value) -> None:
         while entries and len(entries) >= self.size:
             del entries[next(iter(entries))]  # the oldest
         entries[key] = value
+
+
+class Memory:
+    """A run's memory, checked before anything big is allocated: the engine's estimate for
+    the model and batch (from the configs alone, so an impossible --n-embd or --batch-size
+    is refused at once), then the documents, read within what the model leaves free and
+    checked again with the vocabulary they bring."""
+
+    def __init__(self, engine_cls: type[Engine], model: ModelConfig, batch_size: int, dtype: str,
+                 vocab_size: int | None = None, fixed: bool = False):  # fmt: skip
+        self.engine_cls, self.model, self.batch_size, self.dtype = (
+            engine_cls, model, batch_size, dtype)  # fmt: skip
+        self.vocab_size = vocab_size  # None: not known before the documents are read
+        self.fixed = fixed  # a saved run's (resume): its sizes cannot be lowered
+
+    def parts(self, vocab_size: int, documents: int = 0) -> dict[str, int]:
+        estimate = self.engine_cls.memory_estimate
+        weights = estimate(self.model, vocab_size, 0, self.dtype)  # no batch: the weights
+        return {
+            "weights and Adam": weights,
+            "activations": estimate(self.model, vocab_size, self.batch_size, self.dtype) - weights,
+            "documents": documents,
+        }
+
+    def check(self, vocab_size: int, documents: int = 0) -> None:
+        need = self.parts(vocab_size, documents)
+        resources.check(need, self.advice(need, vocab_size))
+
+    def advice(self, need: dict[str, int], vocab_size: int) -> str:
+        """What to lower: the flags that shrink the part that needs the most."""
+        biggest = max(need, key=need.get)
+        if biggest == "documents":
+            return "train on a smaller data file"
+        if self.fixed:
+            return "free some memory (a saved run's sizes cannot change on resume)"
+        if biggest == "activations":  # they grow with every size: the batch's first
+            return "lower --batch-size, --block-size, --n-embd or --n-layer"
+        vocab = f" (or the vocabulary: {vocab_size - 1:,} characters)" if vocab_size > 1000 else ""
+        return f"lower --n-embd, --n-layer or --block-size{vocab}"
+
+    def read_docs(self, path: Path, rng: random.Random, doc_mode: str,
+                  hint: str = DATA_HINT, load=load_docs) -> tuple[Documents, str]:  # fmt: skip
+        """The shuffled documents and the file's sha256, if they and the model fit; `load`
+        is data.load_docs or a cache's (DocsCache.load_docs)."""
+        size = check_data_file(path, hint).st_size
+        vocab = self.vocab_size or 2  # the fewest: one character and BOS
+        self.check(vocab, size // 4)  # a character is at most 4 bytes of UTF-8
+        model = sum(self.parts(vocab).values())
+        docs, digest = load(path, rng, doc_mode, hint, resources.budget(model))
+        self.check(self.vocab_size or len(characters(docs)) + 1, docs.nbytes)
+        return docs, digest
 
 
 def start(
@@ -287,31 +363,28 @@ def start(
     engine_cls, engine_name, dtype, kwargs = spec.engine.build()
     rng = random.Random(train.seed)  # Let there be order among chaos
     data_path = Path(spec.data) if spec.data is not None else default_names_path()
+    memory = Memory(engine_cls, model, train.batch_size, dtype)
     load = cache.load_docs if cache is not None else load_docs
-    docs, data_sha256 = load(data_path, rng, train.doc_mode)
+    docs, data_sha256 = memory.read_docs(data_path, rng, train.doc_mode, load=load)
     train_docs, val_docs = split_validation(docs, train.val_fraction)
     if show is not None:
         show(f"num docs: {len(docs)}")
-    # NOTE: the fingerprint (a Bloom filter over every training document, 0.25 s for the
-    # 32,033 names) is made now when the run's checkpoints will carry it (`out`), else when
-    # first asked for (Run.fingerprint): a run that writes nothing does not wait for it.
-    if cache is not None:
-        fingerprint = cache.fingerprint(train_docs)
-    else:
-        fingerprint = Fingerprint.from_docs(train_docs).to_json() if out is not None else None
     record = ckpt_io.RunRecord(
         data_path=str(data_path.resolve()), data_sha256=data_sha256,
         eval_every=spec.eval_every, checkpoint_every=spec.checkpoint_every,
-        fingerprint=fingerprint,
     )  # fmt: skip
     trainer = new_trainer(
         engine_cls, train_docs, model, optim, train, rng, dtype=dtype, preset=preset.name,
         record=record, val_docs=val_docs, engine_kwargs=kwargs,
     )  # fmt: skip
+    # NOTE: the fingerprint (a Bloom filter over every training document, 0.25 s for the
+    # 32,033 names) is made when first needed (the first checkpoint, or Run.fingerprint): a
+    # run that saves nothing never waits for it
+    trainer.make_fingerprint = cache.fingerprint if cache is not None else fingerprint_json
     if show is not None:
         show(f"vocab size: {trainer.tokenizer.vocab_size}")
         show(f"num params: {num_params(model, trainer.tokenizer.vocab_size)}")
-    run = Run(trainer, preset, engine_name, unfingerprinted=None if fingerprint else train_docs)
+    run = Run(trainer, preset, engine_name)
     if out is not None and write:
         run.dir = rundir.RunDir.create(out, force, run.config_record())
     return run
@@ -326,8 +399,24 @@ def resume(spec: ResumeSpec, write: bool = True) -> Run:
     sha256) unless `spec.allow_data_change`. With `write`, the run's directory continues:
     metrics past the checkpoint are dropped, and new ones and checkpoints are written there.
     """
-    ckpt_path = rundir.check_resumable(spec.run)
+    ckpt_path = rundir.check_resumable(spec.run, in_place=write)
+    lock = None
+    if write:  # one writer: held from before the checkpoint is read until the run ends
+        flag = f"--resume {str(spec.run)!r}"
+        lock = rundir.Lock.acquire(ckpt_path.parent, flag)
+    try:
+        run = _resume(spec, ckpt_path, lock, write)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return run
+
+
+def _resume(spec: ResumeSpec, ckpt_path: Path, lock, write: bool) -> Run:
     ckpt = ckpt_io.load(ckpt_path)
+    if write:
+        rundir.check_in_place(ckpt_path.parent, f"--resume {str(spec.run)!r}", ckpt)
     if ckpt.adam_m is None or ckpt.adam_v is None:
         raise ckpt_io.CheckpointError(
             f"{ckpt_path} holds no optimizer state (a weights-only file); it cannot be resumed"
@@ -345,10 +434,16 @@ def resume(spec: ResumeSpec, write: bool = True) -> Run:
         saved.checkpoint_every if spec.checkpoint_every is None else spec.checkpoint_every
     )
     check_loop(eval_every, checkpoint_every)
+    kept = rundir.kept_metrics(ckpt_path.parent, ckpt.step) if write else b""
     engine_cls, engine_name, dtype, kwargs = spec.engine.build(saved.engine, saved.dtype)
     data_path = run_data_path(ckpt, spec.data)
+    hint = DATA_HINT
+    if spec.data is None and saved.data_path is not None:
+        hint = "the run recorded this path; if the file moved, give its new path with --data"
+    memory = Memory(engine_cls, ckpt.model, train.batch_size, dtype,
+                    vocab_size=ckpt.tokenizer.vocab_size, fixed=True)  # fmt: skip
     rng = random.Random(train.seed)  # the same shuffle, hence the same documents in order
-    docs, data_sha256 = load_docs(data_path, rng, train.doc_mode)
+    docs, data_sha256 = memory.read_docs(data_path, rng, train.doc_mode, hint)
     if saved.data_sha256 and saved.data_sha256 != data_sha256 and not spec.allow_data_change:
         raise DataError(
             f"data file {str(data_path)!r} is not the one this run trained on (sha256 "
@@ -364,7 +459,8 @@ def resume(spec: ResumeSpec, write: bool = True) -> Run:
     )  # fmt: skip
     run = Run(trainer, get_preset(ckpt.preset), engine_name, resumed_from=ckpt_path)
     if write:
-        run.dir = rundir.RunDir.reopen(ckpt_path.parent, ckpt.step, run.config_record())
+        run.dir = rundir.RunDir.reopen(ckpt_path.parent, ckpt.step, run.config_record(), lock,
+                                       kept)  # fmt: skip
     return run
 
 
@@ -431,19 +527,27 @@ def train(
             should_stop=should_stop,
         )  # fmt: skip
     except TrainingError as e:
-        if out is not None and out.saved_step is not None:
-            kept = f"the last good checkpoint, {out.latest} (step {out.saved_step}), is kept"
-        elif out is not None and run.checkpoint_every:
-            kept = (f"it diverged before its first checkpoint (due at step "
-                    f"{run.checkpoint_every}), so nothing was saved")  # fmt: skip
-        elif out is not None:
-            kept = "no checkpoint was written (add --checkpoint-every N to keep one as it trains)"
-        else:
-            kept = "nothing was saved (no --out DIR)"
-        raise TrainingError(f"{e}; {kept}") from None
+        raise TrainingError(f"{e}; {kept_after_failure(run)}") from None
     finally:
         if out is not None:
             out.close()
+
+
+def kept_after_failure(run: Run) -> str:
+    """What a run that failed leaves, for the end of its error message."""
+    out = run.dir
+    if out is None:
+        return "nothing was saved (no --out DIR)"
+    if out.saved_step is not None:
+        return f"the last good checkpoint, {out.latest} (step {out.saved_step}), is kept"
+    if out.best_step is not None:
+        return f"the best checkpoint, {out.best} (step {out.best_step}), is kept"
+    if out.replacing:
+        return f"no checkpoint was written yet, so {out.path} keeps the run that was there"
+    if run.checkpoint_every:
+        return (f"no checkpoint was written yet (the first was due at step "
+                f"{run.checkpoint_every}); nothing was left in {out.path}")  # fmt: skip
+    return "no checkpoint was written yet (add --checkpoint-every N to keep one)"
 
 
 class StopSignals:
@@ -482,14 +586,12 @@ class StopSignals:
 
 
 def scoring_docs(ckpt: ckpt_io.Checkpoint, data: str | os.PathLike,
-                 doc_mode: str | None = None) -> list[str]:  # fmt: skip
+                 doc_mode: str | None = None) -> Documents:  # fmt: skip
     """The documents a checkpoint is scored on in a file: split as the model was trained
-    (the doc mode its train config stores), or by `doc_mode`; in file order."""
+    (the doc mode its train config stores), or by `doc_mode`; in file order. They are read
+    within the memory left free."""
     mode = doc_mode or ckpt.train.doc_mode
-    docs = split_documents(read_text(data)[0], mode)
-    if not docs:
-        raise DataError(f"data file {str(data)!r} holds no documents")
-    return docs
+    return read_documents(data, mode, budget=resources.budget(0))[0]
 
 
 class Model:
@@ -548,7 +650,7 @@ class Model:
 
     def evaluate(
         self,
-        data: str | os.PathLike | list[str],
+        data: str | os.PathLike | Sequence[str],
         doc_mode: str | None = None,
         batch_size: int = 32,
     ) -> Evaluation:
@@ -559,13 +661,20 @@ class Model:
         """
         if type(batch_size) is not int or batch_size < 1:
             raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}")
-        docs = data if isinstance(data, list) else scoring_docs(self.checkpoint, data, doc_mode)
-        missing = self.tokenizer.unknown("".join(docs))
+        is_file = isinstance(data, (str, os.PathLike))
+        docs = scoring_docs(self.checkpoint, data, doc_mode) if is_file else data
+        missing = sorted(characters(docs) - set(self.tokenizer.uchars))
         if missing:
-            where = "the documents" if isinstance(data, list) else str(data)
+            where = str(data) if is_file else "the documents"
             shown = ", ".join(repr(ch) for ch in missing[:10])
             raise TokenizerError(f"{where} has characters not in the model's vocabulary: "
                                  f"{shown}; evaluate on text like the training data")  # fmt: skip
+        estimate = type(self.engine).memory_estimate
+        config, vocab, dtype = self.engine.config, self.tokenizer.vocab_size, self.engine.dtype
+        chars = len(docs.chars) if isinstance(docs, Documents) else sum(map(len, docs))
+        batch = min(batch_size, len(docs) + chars // config.block_size + 1)  # >= the windows
+        extra = estimate(config, vocab, batch, dtype) - estimate(config, vocab, 1, dtype)
+        resources.check({"activations": extra}, "lower --batch-size")
         return evaluate(self.engine, self.tokenizer, docs, batch_size=batch_size)
 
 
@@ -574,6 +683,8 @@ def model_from_checkpoint(
 ) -> Model:
     """`ckpt`'s model on an engine; `params` replaces its weights (e.g. dequantized ones)."""
     engine_cls, _, dtype, kwargs = (engine or EngineSpec()).build()
+    need = engine_cls.memory_estimate(ckpt.model, ckpt.tokenizer.vocab_size, 1, dtype)
+    resources.check({"the model": need}, "free some memory, or use --dtype float32")
     weights = ckpt.params if params is None else params
     eng = engine_cls(ckpt.model, ckpt.optim, ckpt.tokenizer.vocab_size, weights, dtype=dtype,
                      **kwargs)  # fmt: skip

@@ -20,14 +20,22 @@ class Tokenizer:
     def __init__(self, uchars: list[str]):
         if len(set(uchars)) != len(uchars) or any(len(c) != 1 for c in uchars):
             raise TokenizerError("a vocabulary is a list of distinct single characters")
+        if any(0xD800 <= ord(c) <= 0xDFFF for c in uchars):  # not text: cannot be printed
+            raise TokenizerError("a vocabulary holds characters, not lone surrogate code points")
         self.uchars = list(uchars)  # unique characters become token ids 0..n-1
         self.BOS = len(self.uchars)  # token id of the special Beginning of Sequence token
         self.vocab_size = len(self.uchars) + 1  # +1 is for BOS
         self._ids = {ch: i for i, ch in enumerate(self.uchars)}
+        self.code_ids = {ord(ch): i for i, ch in enumerate(self.uchars)}  # code point -> id
 
     @classmethod
     def from_docs(cls, docs: list[str]) -> Tokenizer:
         return cls(sorted(set("".join(docs))))
+
+    @classmethod
+    def from_chars(cls, chars: set[str]) -> Tokenizer:
+        """The vocabulary of documents whose characters are `chars` (data.characters)."""
+        return cls(sorted(chars))
 
     def unknown(self, text: str) -> list[str]:
         """The characters of `text` that are not in the vocabulary, in order of appearance."""

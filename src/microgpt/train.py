@@ -17,11 +17,12 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from . import checkpoint as ckpt_io
 from .config import ModelConfig, OptimConfig, TrainConfig
+from .data import Documents, characters
 from .engine import Engine
 from .evaluate import Evaluation, evaluate
 from .init import init_params
@@ -31,6 +32,11 @@ from .tokenizer import Tokenizer, TokenizerError
 
 class TrainingError(Exception):
     """A run that cannot go on (its loss, weights or Adam moments became NaN or infinite)."""
+
+
+def as_documents(docs) -> Documents:
+    """Documents as data.Documents (a list of strings is packed into one)."""
+    return docs if isinstance(docs, Documents) else Documents.from_strings(docs)
 
 
 def window_rng_for(seed: int) -> random.Random:
@@ -52,21 +58,22 @@ class Trainer:
         self,
         engine: Engine,
         tokenizer: Tokenizer,
-        docs: list[str],
+        docs: Sequence[str],
         optim: OptimConfig,
         train: TrainConfig,
         rng: random.Random,
         step: int = 0,
         preset: str = "final",
         record: ckpt_io.RunRecord | None = None,
-        val_docs: list[str] | None = None,
+        val_docs: Sequence[str] | None = None,
         window_rng: random.Random | None = None,
         best_val_loss: float | None = None,
     ):
         self.engine = engine
         self.tokenizer = tokenizer
-        self.docs = docs  # training documents
-        self.val_docs = list(val_docs or [])  # held-out documents (--val-fraction)
+        # the documents, compactly (data.Documents: a sequence of str to anyone reading them)
+        self.docs = as_documents(docs)  # training documents
+        self.val_docs = as_documents(val_docs or [])  # held-out documents (--val-fraction)
         self.optim = optim
         self.train = train
         self.rng = rng
@@ -76,17 +83,15 @@ class Trainer:
         # what the checkpoints record beside the weights (data file, loop options, ...)
         self.record = record or ckpt_io.RunRecord()
         self.best_val_loss = best_val_loss  # lowest (finite) validation loss so far
-        self._token_cache: dict[str, list[int]] = {}
-        self._token_cache_docs: list[str] | None = None
+        # set while the record's fingerprint of the training documents is still to be made:
+        # what makes it (documents -> fingerprint JSON)
+        self.make_fingerprint: Callable[[Sequence[str]], str] | None = None
 
-    def _tokens(self, doc: str) -> list[int]:
-        # NOTE: cached because a `--doc-mode text` document is the whole file; encoding a
-        # megabyte every step would cost more than the step.
-        if self._token_cache_docs is not self.docs:
-            self._token_cache, self._token_cache_docs = {}, self.docs
-        if doc not in self._token_cache:
-            self._token_cache[doc] = self.tokenizer.doc_tokens(doc)
-        return self._token_cache[doc]
+    def _tokens(self, i: int, lo: int, hi: int) -> list[int]:
+        """Tokens lo..hi-1 of training document i's [BOS] + doc + [BOS], made from its
+        characters: a `--doc-mode text` document is the whole file, and only the window a
+        step trains on is ever tokenized."""
+        return self.docs.tokens(i, lo, hi, self.tokenizer.code_ids, self.tokenizer.BOS)
 
     @property
     def model(self) -> ModelConfig:
@@ -108,14 +113,14 @@ class Trainer:
         windows = self.train.doc_mode != "lines"
         out = []
         for b in range(B):
-            doc = self.docs[(step * B + b) % len(self.docs)]
-            tokens = self._tokens(doc)
-            if windows and len(tokens) > block_size + 1:
-                start = self.window_rng.randrange(len(tokens) - block_size)
-                out.append(tokens[start : start + block_size + 1])
+            i = (step * B + b) % len(self.docs)
+            n_tokens = self.docs.length(i) + 2  # [BOS] + doc + [BOS]
+            if windows and n_tokens > block_size + 1:
+                start = self.window_rng.randrange(n_tokens - block_size)
+                out.append(self._tokens(i, start, start + block_size + 1))
                 continue
-            n = min(block_size, len(tokens) - 1)
-            out.append(tokens[: n + 1])
+            n = min(block_size, n_tokens - 1)
+            out.append(self._tokens(i, 0, n + 1))
         return out
 
     def step(self) -> StepResult:
@@ -170,6 +175,14 @@ class Trainer:
         tokens = [sum(map(len, batch)) - len(batch) for batch in batches]  # predicted
         return [StepResult(first + i + 1, losses[i], lrs[i], tokens[i]) for i in range(done)]
 
+    def fingerprinted(self) -> ckpt_io.RunRecord:
+        """The record, with the training documents' fingerprint made if it is pending."""
+        if self.make_fingerprint is not None:
+            fingerprint = self.make_fingerprint(self.docs)
+            self.record = replace(self.record, fingerprint=fingerprint)
+            self.make_fingerprint = None
+        return self.record
+
     def checkpoint(self) -> ckpt_io.Checkpoint:
         """Everything needed to sample from, or continue, this run.
 
@@ -187,7 +200,7 @@ class Trainer:
                         f"training diverged. Try a lower --learning-rate (this run: "
                         f"{self.optim.learning_rate:g}) or a smaller model"
                     )
-        record = replace(self.record, engine=self.engine.name, dtype=self.engine.dtype,
+        record = replace(self.fingerprinted(), engine=self.engine.name, dtype=self.engine.dtype,
                          best_val_loss=self.best_val_loss)  # fmt: skip
         return ckpt_io.Checkpoint(
             model=self.model,
@@ -211,7 +224,7 @@ class Trainer:
 
 def new_trainer(
     engine_cls: type[Engine],
-    docs: list[str],
+    docs: Sequence[str],
     model: ModelConfig,
     optim: OptimConfig,
     train: TrainConfig,
@@ -219,7 +232,7 @@ def new_trainer(
     dtype: str = "float64",
     preset: str = "final",
     record: ckpt_io.RunRecord | None = None,
-    val_docs: list[str] | None = None,
+    val_docs: Sequence[str] | None = None,
     engine_kwargs: dict | None = None,
 ) -> Trainer:
     """A fresh run over already-shuffled `docs`: tokenizer, then weights drawn from `rng`.
@@ -227,7 +240,7 @@ def new_trainer(
     The vocabulary covers the held-out `val_docs` too, so that they can be scored.
     `engine_kwargs` go to the engine's constructor (e.g. the torch engine's `device`).
     """
-    tokenizer = Tokenizer.from_docs(list(docs) + list(val_docs or []))
+    tokenizer = Tokenizer.from_chars(characters(docs, val_docs or []))
     params = init_params(model, tokenizer.vocab_size, rng)
     engine = engine_cls(
         model, optim, tokenizer.vocab_size, params, dtype=dtype, **(engine_kwargs or {})
@@ -240,8 +253,8 @@ def new_trainer(
 def resume_trainer(
     engine_cls: type[Engine],
     ckpt: ckpt_io.Checkpoint,
-    docs: list[str],
-    val_docs: list[str] | None = None,
+    docs: Sequence[str],
+    val_docs: Sequence[str] | None = None,
     train: TrainConfig | None = None,
     dtype: str = "float64",
     engine_kwargs: dict | None = None,
@@ -257,7 +270,7 @@ def resume_trainer(
             "the checkpoint holds no optimizer state (a weights-only file); it cannot be resumed"
         )
     tokenizer = ckpt.tokenizer
-    unknown = sorted(tokenizer.unknown("".join(docs) + "".join(val_docs or [])))
+    unknown = sorted(characters(docs, val_docs or []) - set(tokenizer.uchars))
     if unknown:
         shown = ", ".join(repr(ch) for ch in unknown[:10])
         more = f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""

@@ -74,15 +74,18 @@ class CEngine(Engine):
     @classmethod
     def memory_estimate(cls, config: ModelConfig, vocab_size: int, batch_size: int,
                         dtype: str) -> int:  # fmt: skip
-        """Bytes this engine allocates: weights, gradients and Adam's two moments, and the
-        activations of a batch of batch_size sequences of block_size positions."""
+        """Bytes this engine allocates: weights, gradients and Adam's two moments in C; what
+        Python holds beside them, 64 bytes a weight at most (the weights as drawn: Python
+        floats, then an array; a checkpoint's weights and moments read back: bytes, array,
+        tensors); and the activations of a batch of batch_size sequences of block_size
+        positions (none for batch_size 0: the weights alone)."""
         check_sizes(config, vocab_size)
         real = 4 if dtype == "float32" else 8
         rows = min(batch_size * config.block_size, MAX_ROWS)
         acts = acts_bytes(config.n_layer, config.n_embd, config.n_head,
-                                  config.block_size, vocab_size, rows)  # fmt: skip
+                          config.block_size, vocab_size, rows) if rows else 0  # fmt: skip
         params = sum(r * c for r, c in param_shapes(config, vocab_size).values())
-        return 4 * params * real + acts * real // 8
+        return 4 * params * real + 64 * params + acts * real // 8
 
     # --- checks before anything reaches C ----------------------------------------------------
     def _check_batch(self, batch: list[list[int]]) -> None:

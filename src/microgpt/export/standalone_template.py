@@ -4,6 +4,7 @@
 import argparse
 import base64
 import math
+import os
 import random
 import struct
 
@@ -115,8 +116,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     if set(a.prompt) - set(VOCAB) or len(a.prompt) >= CONFIG["block_size"]:
         p.error(f"--prompt takes fewer than {CONFIG['block_size']} characters of {VOCAB!r}")
-    if not (min(a.num_samples, a.top_k, a.temperature) >= 0 and a.temperature < math.inf):
-        p.error("--num-samples, --top-k and --temperature must be >= 0")
+    if min(a.num_samples, a.top_k) < 0 or not (a.temperature == 0 or 1e-3 <= a.temperature < 1e99):
+        p.error("--num-samples, --top-k >= 0; --temperature 0 or >= 0.001")
     sd, rng, prompt = load_weights(), random.Random(a.seed), [VOCAB.index(c) for c in a.prompt]
     for i in range(a.num_samples):
         ids = generate(sd, rng, a.temperature, a.top_k, prompt)
@@ -124,4 +125,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BrokenPipeError:
+        os._exit(1)  # | head

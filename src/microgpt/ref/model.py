@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from ..config import ModelConfig, OptimConfig
 from ..engine import Engine
+from ..init import num_params
 from ..tensor import Tensor
 from .autograd import Value
 
@@ -130,6 +131,18 @@ class RefEngine(Engine):
         self.params = [p for mat in self.state_dict.values() for row in mat for p in row]
         self.m = [0.0] * len(self.params)  # first moment buffer
         self.v = [0.0] * len(self.params)  # second moment buffer
+
+    # a Value with its two tuples and floats takes about 240 bytes
+    VALUE_BYTES = 240
+
+    @classmethod
+    def memory_estimate(cls, config, vocab_size, batch_size, dtype):
+        """Every weight is a Value, and a step builds a graph of about two Values per
+        multiply-add of every position (plus attention's and the elementwise ones)."""
+        C, L, T, V = config.n_embd, config.n_layer, config.block_size, vocab_size
+        per_position = 2 * (12 * C * C * L + V * C) + 4 * T * C * L + 40 * C * L + 10 * V
+        graph = batch_size * T * per_position
+        return (graph + num_params(config, V)) * cls.VALUE_BYTES
 
     def forward_backward(self, batch):
         for p in self.params:
