@@ -261,6 +261,23 @@ def test_top_k_1_is_greedy(exported):
         assert top1 == greedy and list(greedy[: len(prompt)]) == list(prompt)
 
 
+def test_top_k_ties_go_to_the_lower_token_id_as_in_microgpt_sample(exported, monkeypatch):
+    """Three tokens share the largest logit and top_k is 2: the file keeps the two lower ids,
+    as microgpt.sample.top_k_logits does (oracle: its probabilities drawn with the same rng)."""
+    from microgpt.sample import probabilities, top_k_logits
+
+    module = load_module(Path(exported["none"]))
+    logits = [0.0] * (module.BOS + 1)
+    logits[1] = logits[2] = logits[3] = 2.0
+    monkeypatch.setattr(module, "gpt", lambda *args: list(logits))
+    got = module.generate(module.load_weights(), random.Random(5), 0.7, top_k=2)
+    rng, want = random.Random(5), []
+    weights = probabilities(top_k_logits(logits, 2), 0.7)
+    for _ in range(module.CONFIG["block_size"]):
+        want.append(rng.choices(range(len(logits)), weights=weights)[0])
+    assert got == want and set(got) == {1, 2}
+
+
 @pytest.mark.parametrize(
     "args",
     [["--prompt", "K!"], ["--temperature", "-1"], ["--num-samples", "-2"], ["--prompt", "a" * 16]],

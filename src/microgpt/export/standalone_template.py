@@ -95,9 +95,9 @@ def generate(sd, rng, temperature, top_k=0, prompt=()):
         elif temperature == 0:  # greedy: the most likely token (the first one on a tie)
             token_id = max(range(len(logits)), key=logits.__getitem__)
         else:
-            if top_k:  # only the k most likely can be drawn
-                kth = sorted(logits, reverse=True)[min(top_k, len(logits)) - 1]
-                logits = [lg if lg >= kth else -math.inf for lg in logits]
+            if top_k:  # only the k most likely can be drawn (ties: the lower token id)
+                keep = set(sorted(range(len(logits)), key=lambda i: (-logits[i], i))[:top_k])
+                logits = [lg if i in keep else -math.inf for i, lg in enumerate(logits)]
             probs = softmax([lg * temperature**-1 for lg in logits])  # microgpt.sample's order
             token_id = rng.choices(range(len(logits)), weights=probs)[0]
         if token_id == BOS:
