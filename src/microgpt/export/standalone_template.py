@@ -85,18 +85,18 @@ def gpt(token_id, pos_id, keys, values, sd):
 
 
 def generate(sd, rng, temperature, top_k=0, prompt=()):
-    """Token ids of a sample: BOS, the prompt, then draws until BOS or a full context."""
+    """Token ids of a sample: the prompt, then draws until BOS or a full context."""
     cache = [[] for _ in range(CONFIG["n_layer"])], [[] for _ in range(CONFIG["n_layer"])]
     token_id, out = BOS, []
     for pos_id in range(CONFIG["block_size"]):
         logits = gpt(token_id, pos_id, *cache, sd)
         if pos_id < len(prompt):
             token_id = prompt[pos_id]
-        elif temperature == 0:  # greedy: the most likely token (the first one on a tie)
+        elif temperature == 0:  # greedy (ties: the lower id)
             token_id = max(range(len(logits)), key=logits.__getitem__)
         else:
-            if top_k:  # only the k most likely can be drawn (ties: the lower token id)
-                keep = set(sorted(range(len(logits)), key=lambda i: (-logits[i], i))[:top_k])
+            if top_k:  # only the k most likely (ties: the lower id)
+                keep = sorted(range(len(logits)), key=lambda i: (-logits[i], i))[:top_k]
                 logits = [lg if i in keep else -math.inf for i, lg in enumerate(logits)]
             probs = softmax([lg * temperature**-1 for lg in logits])  # microgpt.sample's order
             token_id = rng.choices(range(len(logits)), weights=probs)[0]
