@@ -24,11 +24,14 @@ TINY = ["--n-embd", "4", "--n-head", "2", "--n-layer", "1", "--block-size", "8"]
 
 
 def require_engine(name: str) -> str:
-    """Skip (only) when the engine is not part of this installation."""
+    """Skip (only) when the engine is not part of this installation; fail instead when
+    $MICROGPT_REQUIRE_ENGINES names it (CI sets it where the engine must have been built)."""
     try:
         load_engine(name)
     except EngineError as e:
-        pytest.skip(f"engine {name!r} unavailable: {e}")
+        if name in os.environ.get("MICROGPT_REQUIRE_ENGINES", "").split(","):
+            pytest.fail(f"engine {name!r} is required here (MICROGPT_REQUIRE_ENGINES) but: {e}")
+        pytest.skip(f"engine {name!r} unavailable: {e}", allow_module_level=True)
     return name
 
 
