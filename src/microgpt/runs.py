@@ -275,10 +275,16 @@ class DocsCache:
 
     def fingerprint(self, docs: Sequence[str]) -> str:
         """Fingerprint.from_docs(docs).to_json(), remembered."""
-        key = tuple(docs)
+        if isinstance(docs, Documents):
+            # NOTE: which documents, without decoding them (that took a third of a trial):
+            # their store and their order in it. The entry keeps `docs` (so its store)
+            # alive, so the store's id cannot be reused by another while the entry is here.
+            key = (id(docs.chars), tuple(docs.order))
+        else:
+            key = tuple(docs)
         if key not in self._fingerprints:
-            self._keep(self._fingerprints, key, fingerprint_json(docs))
-        return self._fingerprints[key]
+            self._keep(self._fingerprints, key, (docs, fingerprint_json(docs)))
+        return self._fingerprints[key][1]
 
     def _keep(self, entries: dict, key, value) -> None:
         while entries and len(entries) >= self.size:
