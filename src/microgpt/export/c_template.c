@@ -73,11 +73,11 @@ typedef struct {
 #endif
 } mg_model;
 
-/* Seed the random stream as Python's random.Random(seed) does, and empty the cache (and, on a
-   PC, unpack the weights: call it before the rest). */
+/* Ready a model (on a PC: unpack its weights; call it before the rest), seed the random
+   stream as Python's random.Random(seed) does, and empty the cache. */
 void mg_init(mg_model *m, uint32_t seed);
-/* random.Random(n) for any integer: key holds |n| in 32-bit words, least significant first,
-   without leading zero words (n_words >= 1; n = 0 is one zero word). */
+/* Reseed, after mg_init, as random.Random(n) for any integer: key holds |n| in 32-bit words,
+   least significant first, without leading zero words (n_words >= 1; n = 0 is one zero word). */
 void mg_seed_words(mg_model *m, const uint32_t *key, int n_words);
 /* The next number of random.Random.random() in [0, 1) (53 bits; 24 bits in float builds). */
 mg_real mg_random(mg_model *m);
@@ -281,9 +281,9 @@ static void matmul_forward(mg_real *out, const mg_real *x, const mg_matrix *w,
         }
 #if MICROGPT_UNPACK
         /* NOTE: a loop over pointers, not a count of columns: GCC -O2, knowing that cols is a
-           multiple of 4 (every caller's is), would vectorize across 4 columns, transposing
-           them; unknown, it vectorizes the panel's unrolled rows (the names model in int8:
-           1,280,000 tokens/s this way, 410,000 with the count). */
+           multiple of 4 (as every call's is in the names model), would vectorize across 4
+           columns, transposing them; unknown, it vectorizes the panel's unrolled rows (the
+           names model in int8: 1,280,000 tokens/s this way, 410,000 with the count). */
         for (col = unpacked + at, xc = x; xc < x + cols; col += MG_PANEL, xc++) {
             MG_PANEL_LOOP
             for (p = 0; p < MG_PANEL; p++) {
@@ -318,7 +318,7 @@ static void matmul_forward(mg_real *out, const mg_real *x, const mg_matrix *w,
 #if MICROGPT_UNPACK
 #define UNPACKED(m, field) ((m)->unpacked.field)
 
-/* out = every weight_at number of w (rows, cols), in its stored order */
+/* out = every weight_at number of w (rows, cols), in its stored order (whole panels) */
 static void unpack(mg_real *out, const mg_matrix *w, int rows, int cols)
 {
     long i;
