@@ -132,16 +132,20 @@ def worst(got, want) -> float:
 @pytest.mark.parametrize("mode", QUANTIZATIONS)
 def test_compiles_without_a_warning(built, small_ckpt, odd_ckpt, cc, mode, tmp_path):
     """Both models, both arithmetics, with and without the host's main (the library alone
-    must not leave a static function unused)."""
+    must not leave a static function unused), with the weights unpacked (a PC's default) and
+    read as stored."""
     path = need_cc(cc)
-    for ckpt, double, main_flag in [
-        (small_ckpt, 0, "-DMICROGPT_MAIN"),
-        (small_ckpt, 1, "-UMICROGPT_MAIN"),
-        (odd_ckpt, 1, "-DMICROGPT_MAIN"),
-        (odd_ckpt, 0, "-UMICROGPT_MAIN"),
+    for ckpt, double, main_flag, unpack in [
+        (small_ckpt, 0, "-DMICROGPT_MAIN", 1),
+        (small_ckpt, 1, "-UMICROGPT_MAIN", 1),
+        (odd_ckpt, 1, "-DMICROGPT_MAIN", 1),
+        (odd_ckpt, 0, "-UMICROGPT_MAIN", 1),
+        (small_ckpt, 0, "-UMICROGPT_MAIN", 0),
+        (odd_ckpt, 1, "-DMICROGPT_MAIN", 0),
     ]:
         src = built.source(ckpt, mode)
-        cmd = [path, *FLAGS, f"-DMICROGPT_DOUBLE={double}", main_flag, "-c", str(src)]
+        cmd = [path, *FLAGS, f"-DMICROGPT_DOUBLE={double}", f"-DMICROGPT_UNPACK={unpack}",
+               main_flag, "-c", str(src)]  # fmt: skip
         proc = subprocess.run([*cmd, "-o", str(tmp_path / "m.o")], capture_output=True, text=True)
         assert proc.returncode == 0 and not proc.stderr, (cmd, proc.stderr)
 
@@ -178,6 +182,23 @@ def test_unrolled_panels_compute_the_same(built, small_ckpt, tmp_path):
                              ("-O2", "-DMICROGPT_UNROLL=1"))  # fmt: skip
         want = c_export.logits(built.exe(small_ckpt, "int8", double), tokens)
         assert c_export.logits(exe, tokens) == want
+
+
+@pytest.mark.parametrize("mode", QUANTIZATIONS)
+def test_unpacked_weights_compute_the_same(built, small_ckpt, odd_ckpt, mode, tmp_path):
+    """MICROGPT_UNPACK=1 (a PC's default: mg_init converts the weights to mg_real once) changes
+    where matmul_forward reads its numbers, not the numbers: the logits are bit for bit those
+    of the build that reads the weights as stored (a microcontroller's), in both arithmetics,
+    with panels padded (the odd model's width, 12) or not."""
+    cc = need_cc()
+    for ckpt_path, doc in ((small_ckpt, "christopher"), (odd_ckpt, "ñandú")):
+        ckpt = ckpt_io.load(ckpt_path)
+        tokens = ckpt.tokenizer.doc_tokens(doc)[: ckpt.model.block_size]
+        for double in (False, True):
+            exe = c_export.build(built.source(ckpt_path, mode), tmp_path / "stored", cc, double,
+                                 ("-O2", "-DMICROGPT_UNPACK=0"))  # fmt: skip
+            want = c_export.logits(exe, tokens)
+            assert c_export.logits(built.exe(ckpt_path, mode, double), tokens) == want
 
 
 def test_score_is_the_engines_loss(built, small_ckpt):

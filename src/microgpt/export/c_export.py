@@ -255,7 +255,8 @@ def header_file(source: str, name: str) -> str:
     start, end = source.index(HEADER_GUARD[0]), source.index(HEADER_GUARD[1])
     lines = [
         f"/* The declarations of {name}: include this where you call the model, compile",
-        f"   {name} once (without MICROGPT_MAIN), and build both with the same MICROGPT_DOUBLE. */",
+        f"   {name} once (without MICROGPT_MAIN), and build both with the same MICROGPT_DOUBLE",
+        "   and MICROGPT_UNPACK (or MICROGPT_UNROLL): they set mg_model's layout. */",
     ]
     return "\n".join(lines) + "\n" + source[start : end + len(HEADER_GUARD[1])] + "\n"
 

@@ -19,10 +19,45 @@ typedef double mg_real;
 typedef float mg_real;
 #endif
 
+/* Where matmul_forward reads the weights. MICROGPT_UNPACK=1 (the default on a PC) keeps the
+   multiplied matrices' values unpacked as mg_real in mg_model, filled by mg_init: converting
+   an int8, a float16 or an int4 at every token costs more than the multiply-add it feeds, and
+   a PC has the RAM for the copy (4 bytes a weight; 8 in double). A microcontroller has not:
+   MICROGPT_UNROLL=1 (the default on a Cortex-M; say so for other such cores, e.g. RISC-V or
+   Xtensa microcontrollers) unrolls a panel's loop so that its sums stay in registers, and
+   makes MICROGPT_UNPACK default to 0: the weights are read as stored. Both compute the same
+   numbers. Build every file that includes this with the same values (mg_model's layout). */
+#ifndef MICROGPT_UNROLL
+#if defined(__ARM_ARCH_PROFILE) && __ARM_ARCH_PROFILE == 'M'
+#define MICROGPT_UNROLL 1
+#else
+#define MICROGPT_UNROLL 0
+#endif
+#endif
+#ifndef MICROGPT_UNPACK
+#define MICROGPT_UNPACK (!MICROGPT_UNROLL)
+#endif
+
+#if MICROGPT_UNPACK
+#define MG_PADDED(rows) (((rows) + MG_PANEL - 1) / MG_PANEL * MG_PANEL) /* whole panels */
+/* The multiplied matrices as matmul_forward reads them: panels of MG_PANEL rows, column by
+   column, padded with zero rows (as stored), each value the factor x meets (unpack). */
+typedef struct {
+    mg_real attn_wq[MG_N_LAYER][MG_PADDED(MG_N_EMBD) * MG_N_EMBD];   /* (C, C) */
+    mg_real attn_wk[MG_N_LAYER][MG_PADDED(MG_N_EMBD) * MG_N_EMBD];   /* (C, C) */
+    mg_real attn_wv[MG_N_LAYER][MG_PADDED(MG_N_EMBD) * MG_N_EMBD];   /* (C, C) */
+    mg_real attn_wo[MG_N_LAYER][MG_PADDED(MG_N_EMBD) * MG_N_EMBD];   /* (C, C) */
+    mg_real mlp_fc1[MG_N_LAYER][MG_PADDED(MG_N_HIDDEN) * MG_N_EMBD]; /* (H, C) */
+    mg_real mlp_fc2[MG_N_LAYER][MG_PADDED(MG_N_EMBD) * MG_N_HIDDEN]; /* (C, H) */
+    mg_real lm_head[MG_PADDED(MG_VOCAB) * MG_N_EMBD];                /* (V, C) */
+} mg_unpacked;
+#endif
+
 #define MG_MT_N 624 /* words of MT19937's state */
 
 /* Everything that changes while the model runs: the KV cache, the last logits, the random
-   stream. The file has no other mutable state; no malloc. */
+   stream (and, on a PC, the weights unpacked). The file has no other mutable state; no
+   malloc. */
 typedef struct {
     mg_real k[MG_N_LAYER][MG_BLOCK_SIZE][MG_N_EMBD]; /* (L, T, C) keys of the positions so far */
     mg_real v[MG_N_LAYER][MG_BLOCK_SIZE][MG_N_EMBD]; /* (L, T, C) their values */
@@ -33,12 +68,16 @@ typedef struct {
     unsigned long positions;     /* positions computed since mg_init (for tokens/s) */
     uint32_t mt[MG_MT_N];        /* Python's random.Random: MT19937's state... */
     int mti;                     /* ...and the index of its next word */
+#if MICROGPT_UNPACK
+    mg_unpacked unpacked;        /* the weights, unpacked by mg_init */
+#endif
 } mg_model;
 
-/* Seed the random stream as Python's random.Random(seed) does, and empty the cache. */
+/* Ready a model (on a PC: unpack its weights; call it before the rest), seed the random
+   stream as Python's random.Random(seed) does, and empty the cache. */
 void mg_init(mg_model *m, uint32_t seed);
-/* random.Random(n) for any integer: key holds |n| in 32-bit words, least significant first,
-   without leading zero words (n_words >= 1; n = 0 is one zero word). */
+/* Reseed, after mg_init, as random.Random(n) for any integer: key holds |n| in 32-bit words,
+   least significant first, without leading zero words (n_words >= 1; n = 0 is one zero word). */
 void mg_seed_words(mg_model *m, const uint32_t *key, int n_words);
 /* The next number of random.Random.random() in [0, 1) (53 bits; 24 bits in float builds). */
 mg_real mg_random(mg_model *m);
@@ -118,21 +157,14 @@ static const volatile double mg_two = 2.0;
 #define MG_SQUARE(x) ((x) * (x))
 #endif
 
-/* How the compiler should treat a panel's loop over its rows. On a microcontroller without
-   SIMD, unrolled, the panel's sums stay in registers; elsewhere the compiler vectorizes the
-   loop as written (SIMD lanes), and unrolling it first (GCC does at -O3) would get in the way.
-   MICROGPT_UNROLL=1 unrolls (the default on a Cortex-M; say so for other such cores, e.g.
-   RISC-V or Xtensa microcontrollers), 0 does not. GCC and clang read these pragmas. */
-#ifndef MICROGPT_UNROLL
-#if defined(__ARM_ARCH_PROFILE) && __ARM_ARCH_PROFILE == 'M'
-#define MICROGPT_UNROLL 1
-#else
-#define MICROGPT_UNROLL 0
-#endif
-#endif
+/* How the compiler should treat a panel's loop over its rows. Unrolled, the panel's sums stay
+   in registers: a microcontroller's, or SIMD lanes when the values are unpacked (GCC -O2
+   vectorizes the unrolled rows). A panel column's values as stored on a PC (int8: 16 bytes,
+   one SIMD register) GCC vectorizes as written, and unrolling first would get in the way. GCC
+   and clang read these pragmas. */
 #if !defined(__GNUC__)
 #define MG_PANEL_LOOP
-#elif MICROGPT_UNROLL
+#elif MICROGPT_UNROLL || MICROGPT_UNPACK
 #define MG_PANEL_LOOP _Pragma("GCC unroll 16") /* MG_PANEL */
 #else
 #define MG_PANEL_LOOP _Pragma("GCC unroll 1")
@@ -212,32 +244,60 @@ static void rmsnorm_forward(mg_real *out, const mg_real *x)
     }
 }
 
+/* The number matmul_forward multiplies x by for value i (its row: row) of a multiplied matrix:
+   the double build's is the dequantized weight (the reference's number); the float build's
+   is q, its row's scale multiplying the row's sum instead (one multiply fewer per weight). */
+static mg_real weight_at(const mg_matrix *w, long i, int row)
+{
+#if MICROGPT_DOUBLE
+    return value_at(w, i) * row_scale(w, row);
+#else
+    (void)row;
+    return value_at(w, i);
+#endif
+}
+
 /* out (rows) = w (rows, cols) @ x (cols), each row summed left to right from 0 as the reference
    sums. The rows are stored in panels of MG_PANEL, column by column (w[r0 + p][c] at
    r0 * cols + c * MG_PANEL + p; the last panel padded with zero rows, and zero scales), so a
    panel's sums advance side by side (SIMD lanes on a PC, registers on a Cortex-M) without
-   reordering any row's additions. The double build multiplies each weight by its row's scale
-   before it meets x (the dequantized weight: the reference's numbers); the float build sums
-   q * x and scales the sum, one multiply fewer per weight. */
-static void matmul_forward(mg_real *out, const mg_real *x, const mg_matrix *w, int rows, int cols)
+   reordering any row's additions. It reads the values from `unpacked` (MICROGPT_UNPACK: w's
+   weight_at numbers, in the same order), else from w as stored. */
+static void matmul_forward(mg_real *out, const mg_real *x, const mg_matrix *w,
+                           const mg_real *unpacked, int rows, int cols)
 {
     mg_real acc[MG_PANEL];
-    int r0, c, p;
+    int r0, p;
+#if MICROGPT_UNPACK
+    const mg_real *col, *xc;
+#else
+    int c;
+#endif
+    (void)w, (void)unpacked; /* a build may read only one of the two */
     for (r0 = 0; r0 < rows; r0 += MG_PANEL) {
         const long at = (long)r0 * cols;
         for (p = 0; p < MG_PANEL; p++) {
             acc[p] = 0;
         }
+#if MICROGPT_UNPACK
+        /* NOTE: a loop over pointers, not a count of columns: GCC -O2, knowing that cols is a
+           multiple of 4 (as every call's is in the names model), would vectorize across 4
+           columns, transposing them; unknown, it vectorizes the panel's unrolled rows (the
+           names model in int8: 1,280,000 tokens/s this way, 410,000 with the count). */
+        for (col = unpacked + at, xc = x; xc < x + cols; col += MG_PANEL, xc++) {
+            MG_PANEL_LOOP
+            for (p = 0; p < MG_PANEL; p++) {
+                acc[p] += col[p] * *xc;
+            }
+        }
+#else
         for (c = 0; c < cols; c++) {
             MG_PANEL_LOOP
             for (p = 0; p < MG_PANEL; p++) {
-#if MICROGPT_DOUBLE
-                acc[p] += value_at(w, at + (long)c * MG_PANEL + p) * row_scale(w, r0 + p) * x[c];
-#else
-                acc[p] += value_at(w, at + (long)c * MG_PANEL + p) * x[c];
-#endif
+                acc[p] += weight_at(w, at + (long)c * MG_PANEL + p, r0 + p) * x[c];
             }
         }
+#endif
 #if !MICROGPT_DOUBLE
         for (p = 0; p < MG_PANEL; p++) {
             acc[p] = acc[p] * row_scale(w, r0 + p);
@@ -254,6 +314,35 @@ static void matmul_forward(mg_real *out, const mg_real *x, const mg_matrix *w, i
         }
     }
 }
+
+#if MICROGPT_UNPACK
+#define UNPACKED(m, field) ((m)->unpacked.field)
+
+/* out = every weight_at number of w (rows, cols), in its stored order (whole panels) */
+static void unpack(mg_real *out, const mg_matrix *w, int rows, int cols)
+{
+    long i;
+    for (i = 0; i < (long)MG_PADDED(rows) * cols; i++) {
+        out[i] = weight_at(w, i, (int)(i / ((long)MG_PANEL * cols) * MG_PANEL + i % MG_PANEL));
+    }
+}
+
+static void unpack_all(mg_unpacked *out)
+{
+    int l;
+    for (l = 0; l < MG_N_LAYER; l++) {
+        unpack(out->attn_wq[l], &mg_params.attn_wq[l], MG_N_EMBD, MG_N_EMBD);
+        unpack(out->attn_wk[l], &mg_params.attn_wk[l], MG_N_EMBD, MG_N_EMBD);
+        unpack(out->attn_wv[l], &mg_params.attn_wv[l], MG_N_EMBD, MG_N_EMBD);
+        unpack(out->attn_wo[l], &mg_params.attn_wo[l], MG_N_EMBD, MG_N_EMBD);
+        unpack(out->mlp_fc1[l], &mg_params.mlp_fc1[l], MG_N_HIDDEN, MG_N_EMBD);
+        unpack(out->mlp_fc2[l], &mg_params.mlp_fc2[l], MG_N_EMBD, MG_N_HIDDEN);
+    }
+    unpack(out->lm_head, &mg_params.lm_head, MG_VOCAB, MG_N_EMBD);
+}
+#else
+#define UNPACKED(m, field) NULL
+#endif
 
 /* out (n) = softmax(x (n)): exp(x - max) / sum; out may be x */
 static void softmax_forward(mg_real *out, const mg_real *x, int n)
@@ -311,30 +400,35 @@ static void gpt_forward(mg_model *m, int token, int pos)
     for (l = 0; l < MG_N_LAYER; l++) {
         /* 1) multi-head attention; x stays the residual */
         rmsnorm_forward(xn, x);
-        matmul_forward(q, xn, &mg_params.attn_wq[l], MG_N_EMBD, MG_N_EMBD);
-        matmul_forward(m->k[l][pos], xn, &mg_params.attn_wk[l], MG_N_EMBD, MG_N_EMBD);
-        matmul_forward(m->v[l][pos], xn, &mg_params.attn_wv[l], MG_N_EMBD, MG_N_EMBD);
+        matmul_forward(q, xn, &mg_params.attn_wq[l], UNPACKED(m, attn_wq[l]), MG_N_EMBD, MG_N_EMBD);
+        matmul_forward(m->k[l][pos], xn, &mg_params.attn_wk[l], UNPACKED(m, attn_wk[l]), MG_N_EMBD,
+                       MG_N_EMBD);
+        matmul_forward(m->v[l][pos], xn, &mg_params.attn_wv[l], UNPACKED(m, attn_wv[l]), MG_N_EMBD,
+                       MG_N_EMBD);
         attention_forward(att, q, (const mg_real(*)[MG_N_EMBD])m->k[l],
                           (const mg_real(*)[MG_N_EMBD])m->v[l], pos + 1);
-        matmul_forward(xn, att, &mg_params.attn_wo[l], MG_N_EMBD, MG_N_EMBD);
+        matmul_forward(xn, att, &mg_params.attn_wo[l], UNPACKED(m, attn_wo[l]), MG_N_EMBD,
+                       MG_N_EMBD);
         for (i = 0; i < MG_N_EMBD; i++) {
             x[i] = xn[i] + x[i];
         }
         /* 2) MLP */
         rmsnorm_forward(xn, x);
-        matmul_forward(hidden, xn, &mg_params.mlp_fc1[l], MG_N_HIDDEN, MG_N_EMBD);
+        matmul_forward(hidden, xn, &mg_params.mlp_fc1[l], UNPACKED(m, mlp_fc1[l]), MG_N_HIDDEN,
+                       MG_N_EMBD);
         for (i = 0; i < MG_N_HIDDEN; i++) {
             hidden[i] = hidden[i] > 0 ? hidden[i] : 0; /* ReLU */
 #if MG_RELU2
             hidden[i] = MG_SQUARE(hidden[i]); /* the first revision squares it */
 #endif
         }
-        matmul_forward(xn, hidden, &mg_params.mlp_fc2[l], MG_N_EMBD, MG_N_HIDDEN);
+        matmul_forward(xn, hidden, &mg_params.mlp_fc2[l], UNPACKED(m, mlp_fc2[l]), MG_N_EMBD,
+                       MG_N_HIDDEN);
         for (i = 0; i < MG_N_EMBD; i++) {
             x[i] = xn[i] + x[i];
         }
     }
-    matmul_forward(m->logits, x, &mg_params.lm_head, MG_VOCAB, MG_N_EMBD);
+    matmul_forward(m->logits, x, &mg_params.lm_head, UNPACKED(m, lm_head), MG_VOCAB, MG_N_EMBD);
     m->positions++;
 }
 
@@ -431,6 +525,9 @@ void mg_init(mg_model *m, uint32_t seed)
 {
     m->positions = 0;
     mg_seed_words(m, &seed, 1);
+#if MICROGPT_UNPACK
+    unpack_all(&m->unpacked);
+#endif
     mg_reset(m);
 }
 
