@@ -212,3 +212,26 @@ def test_reference_engine_runs_where_numpy_cannot_be_imported(tmp_path):
     assert sum(line.startswith("sample") for line in lines) == 5
     probe = subprocess.run([sys.executable, "-c", "import numpy"], env=env, capture_output=True)
     assert probe.returncode != 0  # the blocker really blocks
+
+
+def test_a_command_imports_only_its_own_front_end(tmp_path):
+    """`microgpt train` (and sample) load cli's modules, not bench, export, studio or the
+    sweep (whose imports cost a quarter of the run's memory); --help still lists every
+    command, each from its own front end. In a fresh interpreter: sys.modules is the oracle."""
+    data = tmp_path / "names.txt"
+    data.write_text("emma\nolivia\nava\nisabella\nsophia\n")
+    code = textwrap.dedent(f"""
+        import contextlib, io, sys
+        from microgpt.__main__ import COMMANDS, build_parser, main
+        with contextlib.redirect_stdout(io.StringIO()):
+            rc = main(["train", "--engine", "ref", "--data", {str(data)!r}, "--steps", "2"])
+        others = [m for m in sys.modules for f in ("bench", "export", "studio", "sweep")
+                  if m == "microgpt." + f or m.startswith("microgpt." + f + ".")]
+        assert rc == 0 and "microgpt.cli" in sys.modules and not others, (rc, others)
+        listed = build_parser()._subparsers._group_actions[0].choices
+        assert list(listed) == list(COMMANDS) == ["train", "sample", "bench", "eval", "export",
+                                                  "studio", "sweep"]
+        assert all(m in sys.modules for m, _ in COMMANDS.values())
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -17,34 +17,45 @@ import signal
 import sys
 
 try:
-    from .bench import add_bench_parser
-    from .cli import add_eval_parser, add_sample_parser, add_train_parser
-    from .export.cli import add_export_parser
     from .files import WriteError, describe
     from .flags import ArgumentParser, UsageError, say
     from .runs import USER_ERRORS
-    from .studio.cli import add_studio_parser
-    from .sweep import add_sweep_parser
     from .version import __version__
 except KeyboardInterrupt:  # Ctrl-C in the first tens of milliseconds: no traceback either
     sys.stderr.write("microgpt: interrupted\n")
     sys.exit(130)
 
+# Each command, in the order `microgpt --help` lists them: the front end that owns it (a
+# module) and the function that adds its subparser.
+# NOTE: a command imports its own front end only (all of them for --help or a mistyped
+# command): the others' modules would be a third of `microgpt train`'s start-up and memory
+# (the sweep's alone load OpenSSL through hashlib, statistics, csv: ~5 MB and ~0.05 s).
+COMMANDS = {
+    "train": ("microgpt.cli", "add_train_parser"),
+    "sample": ("microgpt.cli", "add_sample_parser"),
+    "bench": ("microgpt.bench", "add_bench_parser"),
+    "eval": ("microgpt.cli", "add_eval_parser"),
+    "export": ("microgpt.export.cli", "add_export_parser"),
+    "studio": ("microgpt.studio.cli", "add_studio_parser"),
+    "sweep": ("microgpt.sweep", "add_sweep_parser"),
+}
 
-def build_parser() -> ArgumentParser:
+
+def build_parser(argv: list[str] | None = None) -> ArgumentParser:
+    """The parser of `microgpt ARGV`: every command's subparser, or only the one ARGV names
+    (its first argument not starting with "-": the top level's flags take no value)."""
+    import importlib
+
     parser = ArgumentParser(
         prog="microgpt",
         description="Train and sample a tiny GPT: the original microgpt algorithm, as software.",
     )
     parser.add_argument("--version", action="version", version=f"microgpt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_train_parser(sub)
-    add_sample_parser(sub)
-    add_bench_parser(sub)
-    add_eval_parser(sub)
-    add_export_parser(sub)
-    add_studio_parser(sub)
-    add_sweep_parser(sub)
+    first = next((a for a in (argv or []) if not a.startswith("-")), None)
+    for command, (module, add_parser) in COMMANDS.items():
+        if first not in COMMANDS or command == first:
+            getattr(importlib.import_module(module), add_parser)(sub)
     return parser
 
 
@@ -92,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     stdout, sys.stdout = sys.stdout, _Stdout(sys.stdout)
     try:
-        args = build_parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else argv
+        args = build_parser(argv).parse_args(argv)
         code = args.func(args)
         sys.stdout.flush()  # a failure to write stdout shows here, not at exit
         return code
