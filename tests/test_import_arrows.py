@@ -228,6 +228,7 @@ def test_a_command_imports_only_its_own_front_end(tmp_path):
         others = [m for m in sys.modules for f in ("bench", "export", "studio", "sweep")
                   if m == "microgpt." + f or m.startswith("microgpt." + f + ".")]
         assert rc == 0 and "microgpt.cli" in sys.modules and not others, (rc, others)
+        assert "shutil" not in sys.modules  # flags.HelpFormatter: bz2, lzma, zlib stay out
         listed = build_parser()._subparsers._group_actions[0].choices
         assert list(listed) == list(COMMANDS) == ["train", "sample", "bench", "eval", "export",
                                                   "studio", "sweep"]
@@ -235,3 +236,17 @@ def test_a_command_imports_only_its_own_front_end(tmp_path):
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("columns", [None, "50", "0", "x", "200"])
+def test_help_is_as_wide_as_shutil_would_make_it(monkeypatch, columns):
+    """flags.terminal_columns (no shutil import) against shutil.get_terminal_size itself."""
+    import shutil
+
+    from microgpt.flags import terminal_columns
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert terminal_columns() == shutil.get_terminal_size().columns
