@@ -348,15 +348,20 @@ function numberOrNull(id) {
   return v === "" ? null : Number(v);
 }
 
+let applyCount = 0; // the latest Apply speaks: an earlier one's late answer says nothing
+
 async function applySettings(event) {
   event.preventDefault();
   const body = {};
   for (const key of SETTINGS) body[key] = numberOrNull(`set-${key}`);
+  const mine = ++applyCount;
   try {
     await api("/api/settings", body);
+    if (mine !== applyCount) return;
     $("settings-note").textContent = "Applied: a new run from step 0.";
     showError("");
   } catch (err) {
+    if (mine !== applyCount) return;
     $("settings-note").textContent = err.message;
     showError(err.message);
   }
