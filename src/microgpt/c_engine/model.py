@@ -23,7 +23,7 @@ from typing import Any
 
 from ..config import ModelConfig, OptimConfig
 from ..engine import Engine, EngineError, check_params
-from ..init import param_shapes
+from ..init import num_params
 from ..tensor import Tensor
 
 try:  # float32's _core32 is imported when first asked for
@@ -84,7 +84,7 @@ class CEngine(Engine):
         rows = min(batch_size * config.block_size, MAX_ROWS)
         acts = acts_bytes(config.n_layer, config.n_embd, config.n_head,
                           config.block_size, vocab_size, rows) if rows else 0  # fmt: skip
-        params = sum(r * c for r, c in param_shapes(config, vocab_size).values())
+        params = num_params(config, vocab_size)
         return 4 * params * real + 64 * params + acts * real // 8
 
     # --- checks before anything reaches C ----------------------------------------------------

@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 
 from .. import checkpoint as ckpt_io
+from .. import files
 from ..version import __version__
 from .space import SweepError
 
@@ -149,11 +150,9 @@ def read_results(path: Path) -> dict[str, dict]:
 def append_line(path: Path, line: str) -> None:
     """Append one line with one write and fsync it: a kill leaves it whole or cut short
     (and a line cut short is dropped by read_results)."""
-    data = (line + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    out = files.Appender(path)  # the one write path: an OSError is one line, not a traceback
     try:
-        while data:
-            data = data[os.write(fd, data):]
-        os.fsync(fd)
+        out.write(line + "\n")
+        out.sync()
     finally:
-        os.close(fd)
+        out.close()
